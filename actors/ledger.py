@@ -1,0 +1,58 @@
+"""The leases one daemon holds, and the room it has for more."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio
+
+from metrics import Metrics
+from store.records import Lease, RunId
+
+
+class Ledger:
+    """Runs in flight in this daemon; every run enters by ``hold`` and leaves exactly once."""
+
+    def __init__(self, capacity: int, metrics: Metrics) -> None:
+        self.capacity = capacity
+        self._held: dict[RunId, Lease] = {}
+        self._metrics = metrics
+        self._changed = anyio.Event()
+        metrics.leases_held.set_function(lambda: len(self._held))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def room(self) -> int:
+        return max(0, self.capacity - len(self._held))
+
+    def holds(self, lease: Lease) -> bool:
+        return self._held.get(lease.run_id) == lease
+
+    def snapshot(self) -> list[Lease]:
+        return list(self._held.values())
+
+    def hold(self, lease: Lease) -> None:
+        self._held[lease.run_id] = lease
+
+    def finish(self, lease: Lease, outcome: str, age_seconds: float) -> None:
+        """The run reached a terminal state (``completed`` or ``compensated``) under this lease."""
+        self._metrics.runs.labels(outcome).inc()
+        self._metrics.run_duration.labels(outcome).observe(age_seconds)
+        self.drop([lease])
+
+    def drop(self, leases: Iterable[Lease]) -> None:
+        """Forget runs this daemon no longer works on (finished, lost or given back)."""
+        for lease in leases:
+            if self.holds(lease):
+                del self._held[lease.run_id]
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for_room(self) -> None:
+        while not self.room():
+            await self._changed.wait()
+
+    async def wait_until_empty(self) -> None:
+        while self._held:
+            await self._changed.wait()

@@ -1,0 +1,48 @@
+"""What actors need from the store and the outside world, as small protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from store.records import ClaimedRun, Committed, Lease, RunId, StepWrite, WorkerId
+
+
+class StepWriter(Protocol):
+    async def commit_step(self, step: str, writes: Sequence[StepWrite]) -> Committed: ...
+
+
+class Compensations(Protocol):
+    async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed: ...
+
+
+class RunLeases(Protocol):
+    async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]: ...
+
+    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]: ...
+
+    async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]: ...
+
+    async def still_active(self, run_ids: Sequence[RunId]) -> set[RunId]: ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    async def count_overdue(self, grace_seconds: float = 0.0) -> int: ...
+
+
+class Wakeup(Protocol):
+    async def wait(self, seconds: float) -> None:
+        """Return when new runs were submitted, or after ``seconds``."""
+
+
+class FaultPoints(Protocol):
+    """Places where a chaos test can make the daemon fail on purpose."""
+
+    async def after_step_commit(self, step: str, leases: Sequence[Lease]) -> None: ...
+
+
+class NoFaults:
+    """The production fault points: none."""
+
+    async def after_step_commit(self, step: str, leases: Sequence[Lease]) -> None:
+        return None

@@ -1,0 +1,28 @@
+"""Retrying database work that failed for a transient reason, with capped backoff and jitter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from errors import TransientDatabaseError
+
+
+def retrying(on_retry: Callable[[BaseException], None] = lambda _: None) -> AsyncRetrying:
+    """Retries forever on TransientDatabaseError; anything else (and cancellation) goes through."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        assert error is not None
+        on_retry(error)
+
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TransientDatabaseError),
+        wait=wait_exponential_jitter(initial=0.02, max=2.0, jitter=0.1),
+        sleep=anyio.sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )

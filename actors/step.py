@@ -1,0 +1,137 @@
+"""The shape every step actor shares: group commit forward, relay of failures backward."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.batching import take_waiting
+from actors.ledger import Ledger
+from actors.messages import Compensation, HasLease, StepWork
+from actors.ports import FaultPoints, StepWriter
+from actors.relay import FailureRelay
+from actors.retry import retrying
+from content.brief import Brief
+from content.normalize import normalized
+from errors import PermanentDatabaseError, StepFailed
+from metrics import Metrics
+from store.records import Committed, Row, StepWrite
+from store.schema import STEPS, tables_of_step
+
+log = logging.getLogger(__name__)
+
+
+class StepActor:
+    """One pipeline step. Subclasses name the step and say which rows it writes for a run."""
+
+    step: ClassVar[str]
+
+    @staticmethod
+    def generate(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
+        """The step's content generator: the rows for one run, or StepFailed."""
+        raise NotImplementedError
+
+    def __init__(
+        self, *, store: StepWriter, ledger: Ledger, metrics: Metrics, faults: FaultPoints, batch_limit: int
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._metrics = metrics
+        self._faults = faults
+        self._batch_limit = batch_limit
+        self.tables = frozenset(t.name for t in tables_of_step(self.step))
+        self.is_last = STEPS.index(self.step) == len(STEPS) - 1
+        self.in_hand: tuple[HasLease, ...] = ()
+        """Messages taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
+        self.relay = FailureRelay(self.tables)
+
+    def rows(self, run_id: uuid.UUID, brief: Any) -> dict[str, list[Row]]:
+        """The rows this step writes for one run; raises StepFailed when the run cannot go on."""
+        return self.generate(run_id, normalized(brief))
+
+    async def run(
+        self,
+        inbox: MemoryObjectReceiveStream[StepWork],
+        forward: MemoryObjectSendStream[StepWork] | None,
+        failures: MemoryObjectSendStream[Compensation],
+    ) -> None:
+        """Commit each batch waiting in the inbox as one transaction, then hand every run on."""
+        async for first in inbox:
+            batch = take_waiting(first, inbox, self._batch_limit)
+            self.in_hand = tuple(batch)
+            writes = [self._write(work) for work in batch]
+            committed = await self._commit(writes)
+            await self._faults.after_step_commit(self.step, [w.lease for w in writes])
+            for work, write in zip(batch, writes, strict=True):
+                await self._hand_on(work, write, committed, forward, failures)
+            self.in_hand = ()
+
+    def _write(self, work: StepWork) -> StepWrite:
+        try:
+            return StepWrite(work.lease, rows=self.rows(work.lease.run_id, work.brief))
+        except StepFailed as failure:
+            return StepWrite(work.lease, failure=f"{self.step}: {failure}")
+        except Exception as bug:  # a generator bug fails this run only, never the batch
+            log.exception("step %s raised for run %s", self.step, work.lease.run_id)
+            return StepWrite(work.lease, failure=f"{self.step}: {type(bug).__name__}: {bug}")
+
+    async def _commit(self, writes: Sequence[StepWrite]) -> Committed:
+        """Commit the batch, retrying transient errors; a permanent error fails the runs one by one."""
+        started = time.perf_counter()
+
+        def on_retry(error: BaseException) -> None:
+            log.warning("step %s: retrying %d runs after %s", self.step, len(writes), error)
+            self._metrics.db_errors.labels("transient").inc()
+            self._metrics.step_retries.labels(self.step).inc()
+            self._metrics.step_duration.labels(self.step, "retried").observe(time.perf_counter() - started)
+
+        try:
+            async for attempt in retrying(on_retry):
+                with attempt:
+                    committed = await self._store.commit_step(self.step, writes)
+        except PermanentDatabaseError as error:
+            self._metrics.db_errors.labels("permanent").inc()
+            if len(writes) > 1:
+                return self._merge([await self._commit([write]) for write in writes])
+            log.error("step %s refused run %s: %s", self.step, writes[0].lease.run_id, error)  # noqa: TRY400
+            if writes[0].failure is not None:
+                raise  # not even the failure could be recorded: the supervisor frees the run
+            return await self._commit([StepWrite(writes[0].lease, failure=f"{self.step}: {error}")])
+        elapsed = time.perf_counter() - started
+        for write in writes:
+            outcome = "ok" if write.failure is None else "failed"
+            self._metrics.step_duration.labels(self.step, outcome).observe(elapsed)
+        return committed
+
+    @staticmethod
+    def _merge(parts: Sequence[Committed]) -> Committed:
+        owned = {run: age for part in parts for run, age in part.owned.items()}
+        rows: dict[str, int] = {}
+        for part in parts:
+            for table, count in part.rows.items():
+                rows[table] = rows.get(table, 0) + count
+        return Committed(owned=owned, rows=rows)
+
+    async def _hand_on(
+        self,
+        work: StepWork,
+        write: StepWrite,
+        committed: Committed,
+        forward: MemoryObjectSendStream[StepWork] | None,
+        failures: MemoryObjectSendStream[Compensation],
+    ) -> None:
+        lease = work.lease
+        if lease.run_id not in committed.owned:
+            self._metrics.fenced.labels("step").inc()
+            self._ledger.drop([lease])
+        elif write.failure is not None:
+            await failures.send(Compensation(lease, self.step, write.failure))
+        elif forward is None:
+            self._ledger.finish(lease, "completed", committed.owned[lease.run_id])
+        else:
+            await forward.send(work)

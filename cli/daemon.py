@@ -1,0 +1,116 @@
+"""``sagad run``: the daemon in the foreground, with its metrics endpoint and signal handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from typing import Annotated
+
+import anyio
+import prometheus_client
+import typer
+
+from cli.common import DatabaseUrl, fail, migrated_database, run_async
+from metrics import Metrics
+from store.records import WorkerId
+from supervisor import Settings, Supervisor
+
+log = logging.getLogger("sagad")
+
+
+def parse_addr(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9464`` for IPv6) as a pair, or a message naming the option."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        fail(f"--metrics-addr must be HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
+    return host, int(port)
+
+
+def serve_metrics(metrics: Metrics, addr: str) -> None:
+    host, port = parse_addr(addr)
+    try:
+        server, _ = prometheus_client.start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as error:
+        fail(f"cannot serve metrics on {addr}: {error.strerror}")
+    bound_host, bound_port = server.server_address[:2]
+    log.info("metrics on http://%s:%s/metrics", bound_host, bound_port)
+
+
+async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                log.warning("second %s: stopping without draining", signal.Signals(signum).name)
+                scope.cancel()
+            else:
+                log.info("%s: draining in-flight runs", signal.Signals(signum).name)
+                stop.set()
+
+
+def daemon_command(
+    worker_id: Annotated[
+        str | None,
+        typer.Option(envvar="SAGAD_WORKER_ID", help="Name of this daemon in leases. Default: HOSTNAME-PID."),
+    ] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(envvar="SAGAD_LEASE_SECONDS", min=0.5, max=3600, help="How long a claim lasts unrenewed."),
+    ] = 30.0,
+    max_inflight: Annotated[
+        int, typer.Option(envvar="SAGAD_MAX_INFLIGHT", min=1, max=100_000, help="Runs held at once.")
+    ] = 500,
+    batch_limit: Annotated[
+        int,
+        typer.Option(envvar="SAGAD_BATCH_LIMIT", min=1, max=10_000, help="Runs per group commit at most."),
+    ] = 100,
+    inbox_size: Annotated[
+        int, typer.Option(envvar="SAGAD_INBOX_SIZE", min=1, max=100_000, help="Messages an actor inbox buffers.")
+    ] = 64,
+    poll_seconds: Annotated[
+        float,
+        typer.Option(envvar="SAGAD_POLL_SECONDS", min=0.01, max=60, help="Claim poll interval between wakeups."),
+    ] = 1.0,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(envvar="SAGAD_DRAIN_SECONDS", min=0, max=3600, help="How long a stop waits for runs to end."),
+    ] = 10.0,
+    metrics_addr: Annotated[
+        str, typer.Option(envvar="SAGAD_METRICS_ADDR", help="HOST:PORT of the Prometheus endpoint.")
+    ] = "127.0.0.1:9464",
+    log_level: Annotated[str, typer.Option(envvar="SAGAD_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the daemon until SIGTERM or SIGINT; then drain, release leases and exit 0."""
+    level = logging.getLevelNamesMapping().get(log_level.upper())
+    if level is None:
+        fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(
+        worker_id=WorkerId(worker_id or f"{socket.gethostname()}-{os.getpid()}"),
+        lease_seconds=lease_seconds,
+        max_inflight=max_inflight,
+        batch_limit=batch_limit,
+        inbox_size=inbox_size,
+        poll_seconds=poll_seconds,
+        drain_seconds=drain_seconds,
+    )
+    metrics = Metrics()
+    parse_addr(metrics_addr)
+
+    async def main() -> None:
+        async with migrated_database(database_url, max_size=12) as db:
+            serve_metrics(metrics, metrics_addr)
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+                log.info(
+                    "daemon %s running (lease %ss, up to %d runs)", settings.worker_id, lease_seconds, max_inflight
+                )
+                await Supervisor(db, settings, metrics).run(stop)
+                tg.cancel_scope.cancel()
+        log.info("daemon %s stopped", settings.worker_id)
+
+    run_async(main)

@@ -1,0 +1,60 @@
+"""``sagad demo``: the example briefs through a daemon, each outcome printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from cli.common import DatabaseUrl, migrated_database, resolve_url, run_async
+from content.brief import parse_brief
+from errors import InvalidBrief
+from metrics import Metrics
+from store import migrate
+from store.records import RunId, WorkerId
+from store.runs import RunStore
+from supervisor import Settings, Supervisor
+
+TERMINAL = ("completed", "compensated")
+
+
+async def _outcome(runs: RunStore, run_id: RunId) -> str:
+    while True:
+        status = await runs.status(run_id)
+        assert status is not None
+        if status.status in TERMINAL:
+            reason = f": {status.last_error}" if status.last_error else ""
+            return f"{status.status}{reason}"
+        await anyio.sleep(0.05)
+
+
+def demo_command(
+    examples: Annotated[Path, typer.Option(help="Folder of briefs (*.json).", exists=True, file_okay=False)] = Path(
+        "examples"
+    ),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Migrate, start a daemon in this process, submit every brief in EXAMPLES, print how each ends."""
+    url = resolve_url(database_url)
+    migrate.upgrade(url)
+
+    async def main() -> None:
+        async with migrated_database(url) as db:
+            runs = RunStore(db)
+            stop = anyio.Event()
+            supervisor = Supervisor(db, Settings(worker_id=WorkerId("demo"), poll_seconds=0.2), Metrics())
+            async with anyio.create_task_group() as tg:
+                await tg.start(supervisor.run, stop)
+                for path in sorted(examples.glob("*.json")):
+                    try:
+                        _, raw = parse_brief(path.read_bytes())
+                    except InvalidBrief as error:
+                        print(f"{path.name:28} rejected at submit: {error}")
+                        continue
+                    run_id, _ = await runs.submit(raw)
+                    print(f"{path.name:28} run {run_id} {await _outcome(runs, run_id)}")
+                stop.set()
+
+    run_async(main)

@@ -1,0 +1,132 @@
+"""The ``sagad`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
+from cli.daemon import daemon_command
+from cli.demo import demo_command
+from content.brief import parse_brief
+from errors import InvalidBrief, SagadError
+from store import migrate as migrations
+from store.audit import audit_database
+from store.records import RunId
+from store.runs import RunStore
+
+app = typer.Typer(
+    help="sagad: a saga pipeline daemon on PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("run", help="Run the daemon in the foreground until SIGTERM or SIGINT.")(daemon_command)
+app.command("demo", help="Push the example briefs through a daemon and print each outcome.")(demo_command)
+
+
+@app.command("migrate")
+def migrate_command(database_url: DatabaseUrl = None) -> None:
+    """Apply the database migrations (safe to run again)."""
+    url = resolve_url(database_url) if database_url else _embedded_or_fail()
+    try:
+        migrations.upgrade(url)
+    except SagadError as error:
+        fail(str(error))
+    except Exception as error:  # alembic and the driver raise many kinds; the user needs one line
+        fail(f"migration failed: {type(error).__name__}: {error}")
+    print(f"database migrated to {migrations.head_revision()}")
+
+
+def _embedded_or_fail() -> str:
+    try:
+        return resolve_url(None)
+    except SagadError as error:
+        fail(str(error))
+
+
+@app.command("submit")
+def submit_command(
+    file: Annotated[str, typer.Argument(help="The brief (JSON); - reads standard input.")],
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAD_IDEMPOTENCY_KEY",
+            help="Submitting the same key again returns the first run instead of a new one.",
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Submit one brief and print its run id."""
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as error:
+        fail(f"cannot read the brief: {error.strerror}: {file}")
+    try:
+        _, raw = parse_brief(data)
+    except InvalidBrief as error:
+        fail(f"invalid brief: {error}")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        fail("--idempotency-key must be 1 to 200 characters")
+
+    async def main() -> None:
+        async with migrated_database(database_url, max_size=1) as db:
+            run_id, _ = await RunStore(db).submit(raw, idempotency_key)
+        print(run_id)
+
+    run_async(main)
+
+
+@app.command("status")
+def status_command(
+    run_id: Annotated[str, typer.Argument(help="The run id that `sagad submit` printed.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print a run as JSON: status, current step, attempts, last error, timings."""
+    try:
+        parsed = RunId(uuid.UUID(run_id))
+    except ValueError:
+        fail(f"not a run id (a UUID): {run_id!r}")
+
+    async def main() -> int:
+        async with migrated_database(database_url, max_size=1) as db:
+            status = await RunStore(db).status(parsed)
+        if status is None:
+            print(f"sagad: no run {parsed}", file=sys.stderr)
+            return 1
+        print(json.dumps(status.as_dict(), indent=2))
+        return 0
+
+    run_async(main)
+
+
+@app.command("audit")
+def audit_command(
+    grace_seconds: Annotated[
+        float,
+        typer.Option(envvar="SAGAD_AUDIT_GRACE_SECONDS", min=0, help="How long past its lease a run may be."),
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", envvar="SAGAD_AUDIT_JSON", help="Print JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Check the invariants: exit 0 when clean, 1 with a report otherwise."""
+
+    async def main() -> int:
+        async with migrated_database(database_url, max_size=2) as db:
+            report = await audit_database(db, grace_seconds=grace_seconds)
+        if as_json:
+            print(json.dumps(report.as_dict(), indent=2))
+        else:
+            print(report.render())
+        return 0 if report.clean else 1
+
+    run_async(main)
+
+
+if __name__ == "__main__":
+    app()

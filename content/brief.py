@@ -1,0 +1,87 @@
+"""The client brief: its accepted shape, and how raw input becomes one (or a clear error)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from errors import InvalidBrief
+
+MAX_BRIEF_BYTES = 64 * 1024
+CHANNELS = ("blog", "email", "search", "social", "video")
+"""The channels the pipeline can produce for; a brief naming another fails at normalize_brief."""
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Word = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Delivery(_Strict):
+    """Where the finished package goes."""
+
+    target: Literal["cms", "email", "social"]
+    destination: Text
+
+
+class Brief(_Strict):
+    """A client's marketing brief, as submitted."""
+
+    client: Text
+    product: Text
+    audience: LongText
+    key_message: LongText
+    tone: Word
+    goals: Annotated[list[Word], Field(min_length=1, max_length=10)]
+    channels: Annotated[list[Word], Field(min_length=1, max_length=10)]
+    budget_eur: Annotated[int, Field(ge=0, le=100_000_000)]
+    word_limit: Annotated[int, Field(ge=50, le=5000)]
+    delivery: Delivery
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def describe(error: ValidationError) -> str:
+    """One line per broken field, each naming the field."""
+    lines = []
+    for item in error.errors(include_url=False):
+        where = _field(tuple(item["loc"]))
+        lines.append(f"field '{where}': {item['msg']}" if where else f"brief: {item['msg']}")
+    return "; ".join(lines)
+
+
+def validate_brief(raw: Any) -> Brief:
+    """The brief in ``raw`` (decoded JSON), or InvalidBrief naming every broken field."""
+    try:
+        return Brief.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidBrief(describe(exc)) from None
+
+
+def parse_brief(data: bytes) -> tuple[Brief, Any]:
+    """Bytes as submitted become a brief and its JSON value, or InvalidBrief saying what is wrong."""
+    if len(data) > MAX_BRIEF_BYTES:
+        raise InvalidBrief(f"brief is {len(data)} bytes, over the {MAX_BRIEF_BYTES}-byte limit")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidBrief(f"brief is not UTF-8 text: byte {data[exc.start]:#04x} at offset {exc.start}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidBrief(f"brief is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidBrief("brief is nested too deeply") from None
+    if not isinstance(raw, dict):
+        raise InvalidBrief(f"brief must be a JSON object, not {type(raw).__name__}")
+    return validate_brief(raw), raw

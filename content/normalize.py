@@ -1,0 +1,76 @@
+"""Step 1: check the brief against the catalog and store it, normalized, with its intake fields."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from content.brief import CHANNELS, Brief, validate_brief
+from content.keys import row_id
+from errors import InvalidBrief, StepFailed
+from store.records import Row
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def normalized(raw: Any) -> Brief:
+    """The brief with whitespace collapsed and goals and channels lower-cased and de-duplicated.
+
+    Raises StepFailed naming the field when the brief is malformed or names an unknown channel.
+    """
+    try:
+        brief = validate_brief(raw)
+    except InvalidBrief as exc:
+        raise StepFailed(f"invalid brief: {exc}") from None
+    channels = list(dict.fromkeys(_clean(c).lower() for c in brief.channels))
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise StepFailed(
+            f"invalid brief: field 'channels': unknown channel {unknown[0]!r} (known: {', '.join(CHANNELS)})"
+        )
+    client = _clean(brief.client)
+    if not client:
+        raise StepFailed("invalid brief: field 'client': blank")
+    return brief.model_copy(
+        update={
+            "client": client,
+            "product": _clean(brief.product),
+            "audience": _clean(brief.audience),
+            "key_message": _clean(brief.key_message),
+            "tone": _clean(brief.tone).lower(),
+            "goals": list(dict.fromkeys(_clean(g).lower() for g in brief.goals)),
+            "channels": channels,
+        }
+    )
+
+
+def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
+    brief_id = row_id(run_id, "brief")
+    intake = [("goal", goal) for goal in brief.goals] + [("channel", c) for c in brief.channels]
+    return {
+        "onboarding_brief": [
+            {
+                "run_id": run_id,
+                "id": brief_id,
+                "client": brief.client,
+                "product": brief.product,
+                "audience": brief.audience,
+                "tone": brief.tone,
+                "budget_eur": brief.budget_eur,
+                "word_limit": brief.word_limit,
+                "payload": brief.model_dump(),
+            }
+        ],
+        "onboarding_intake": [
+            {
+                "run_id": run_id,
+                "id": row_id(run_id, f"intake/{field}/{value}"),
+                "brief_id": brief_id,
+                "field": field,
+                "value": value,
+            }
+            for field, value in intake
+        ],
+    }

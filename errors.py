@@ -1,0 +1,33 @@
+"""The errors sagad raises and routes; each says what went wrong, never how to debug it."""
+
+
+class SagadError(Exception):
+    """Base class of every error sagad raises on purpose."""
+
+
+class ConfigError(SagadError):
+    """A setting (option, environment variable, database URL) is unusable."""
+
+
+class InvalidBrief(SagadError):
+    """A brief does not have the shape or content the pipeline accepts."""
+
+
+class DatabaseError(SagadError):
+    """The database refused or failed a statement."""
+
+
+class TransientDatabaseError(DatabaseError):
+    """A database error that is worth retrying: connection lost, serialization failure, deadlock."""
+
+
+class PermanentDatabaseError(DatabaseError):
+    """A database error that a retry would repeat: a constraint, a type, a missing table."""
+
+
+class SchemaNotReady(DatabaseError):
+    """The database has not been migrated to the schema this sagad needs."""
+
+
+class StepFailed(SagadError):
+    """A step decided the run cannot go on (a business failure); the run is compensated."""

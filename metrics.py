@@ -1,0 +1,98 @@
+"""Prometheus metrics of one daemon, built on a registry that tests can make fresh."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Steps and compensations commit in milliseconds; leases and whole runs take longer.
+_FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    """Every metric sagad exports; label values are bounded (steps, tables, actors, outcomes)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.step_duration = Histogram(
+            "sagad_step_duration_seconds",
+            "Duration of one step transaction (a group commit), by step and outcome.",
+            ["step", "outcome"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            "sagad_run_duration_seconds",
+            "Time from submission to a terminal state, by outcome.",
+            ["outcome"],
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
+        self.runs = Counter("sagad_runs", "Runs that reached a terminal state, by outcome.", ["outcome"], registry=r)
+        self.compensation_duration = Histogram(
+            "sagad_compensation_duration_seconds",
+            "Duration of one compensation transaction.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.compensated_rows = Counter(
+            "sagad_compensated_rows", "Rows hard-deleted by compensation, by table.", ["table"], registry=r
+        )
+        self.compensation_failures = Counter(
+            "sagad_compensation_failures",
+            "Compensation transactions that failed and will be retried.",
+            registry=r,
+        )
+        self.lease_renewals = Counter(
+            "sagad_lease_renewals",
+            "Leases renewed or found lost, counted per run at each renewal tick.",
+            ["result"],
+            registry=r,
+        )
+        self.lease_renewal_duration = Histogram(
+            "sagad_lease_renewal_duration_seconds",
+            "Duration of one renewal statement (all held runs at once).",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.leases_held = Gauge("sagad_leases_held", "Runs this daemon holds a lease on.", registry=r)
+        self.claims = Counter("sagad_claims", "Runs claimed by this daemon.", registry=r)
+        self.fenced = Counter(
+            "sagad_fenced_writes",
+            "Step or compensation writes refused because the lease had passed to another daemon.",
+            ["stage"],
+            registry=r,
+        )
+        self.inbox_depth = Gauge(
+            "sagad_actor_inbox_depth",
+            "Messages waiting in an actor's inbox.",
+            ["actor", "direction"],
+            registry=r,
+        )
+        self.step_retries = Counter(
+            "sagad_step_retries",
+            "Step batches retried after a transient database error.",
+            ["step"],
+            registry=r,
+        )
+        self.actor_restarts = Counter(
+            "sagad_actor_restarts", "Actors restarted by the supervisor after a crash.", ["actor"], registry=r
+        )
+        self.runs_by_status = Gauge(
+            "sagad_runs_by_status",
+            "Runs in the database by status, sampled by each daemon (a database-wide view).",
+            ["status"],
+            registry=r,
+        )
+        self.runs_overdue = Gauge(
+            "sagad_runs_overdue",
+            "Claimed runs whose lease expired and that no daemon has taken over (database-wide).",
+            registry=r,
+        )
+        self.db_errors = Counter(
+            "sagad_db_errors",
+            "Database errors seen by the daemon, by kind (transient or permanent).",
+            ["kind"],
+            registry=r,
+        )

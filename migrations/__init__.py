@@ -1,0 +1,1 @@
+"""Alembic migrations of sagad's schema (async env)."""

@@ -1,0 +1,110 @@
+"""The connection pool, and the one place where driver errors become sagad's errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from errors import ConfigError, DatabaseError, PermanentDatabaseError, SchemaNotReady, TransientDatabaseError
+
+# SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (serialization
+# failure, deadlock), insufficient resources, and the server shutting down or starting up.
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable database URL>"
+
+
+def asyncpg_dsn(url: str) -> str:
+    """Accept SQLAlchemy-style URLs too: ``postgresql+asyncpg://`` becomes ``postgresql://``."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"database URL {redact(url)!r} is not a URL: {exc}") from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError(f"database URL {redact(url)!r} is not a postgresql:// URL")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def translate(exc: BaseException) -> DatabaseError | None:
+    """The sagad error for a driver error, or None when ``exc`` did not come from the database."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        if state.startswith(_TRANSIENT_SQLSTATES):
+            return TransientDatabaseError(f"{type(exc).__name__}: {exc}")
+        if state == "42P01":  # undefined table
+            return SchemaNotReady(f"the database is not migrated ({exc}); run `sagad migrate`")
+        return PermanentDatabaseError(f"{type(exc).__name__} [{state}]: {exc}")
+    if isinstance(exc, (asyncpg.InterfaceError, OSError, TimeoutError)):
+        return TransientDatabaseError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """A pool of connections to one PostgreSQL database."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self._pool = pool
+        self.url = url
+
+    @classmethod
+    async def connect(cls, url: str, *, max_size: int = 10) -> Database:
+        dsn = asyncpg_dsn(url)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=60
+            )
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None and not isinstance(exc, (ValueError, asyncpg.PostgresError)):
+                raise
+            raise ConfigError(f"cannot connect to {redact(url)}: {type(exc).__name__}: {exc}") from None
+        return cls(pool, url)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection outside any transaction (LISTEN, read-only queries)."""
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+            return rows

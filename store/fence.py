@@ -1,0 +1,34 @@
+"""The guard every write of a held run goes through.
+
+A daemon may write for a run only while the run row still names it (``claimed_by``) with the token
+of its claim (``lease_token``). The rows are locked in id order, so two statements over
+overlapping sets of runs (a step commit and a renewal) wait for each other instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from store.records import Lease
+
+
+def locked_leases(where: str, extra_columns: str = "") -> str:
+    """CTEs ``held`` (from $1 ids, $2 tokens, $3 worker) and ``locked`` (the rows the fence lets through).
+
+    ``extra_columns`` names more unnest inputs, e.g. ``", $4::text[]"`` with alias ``failure``.
+    """
+    extra_alias = ", failure" if extra_columns else ""
+    return f"""
+        held AS (
+            SELECT * FROM unnest($1::uuid[], $2::bigint[]{extra_columns}) AS h(id, token{extra_alias})
+        ),
+        locked AS (
+            SELECT r.id FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
+            WHERE r.claimed_by = $3 AND ({where})
+            ORDER BY r.id
+            FOR NO KEY UPDATE OF r
+        )"""
+
+
+def lease_arrays(leases: Sequence[Lease]) -> tuple[list[object], list[int]]:
+    return [lease.run_id for lease in leases], [lease.token for lease in leases]

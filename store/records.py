@@ -1,0 +1,124 @@
+"""What the store hands out: identifiers and frozen records, never rows or SQLAlchemy objects."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NewType
+
+RunId = NewType("RunId", uuid.UUID)
+LeaseToken = NewType("LeaseToken", int)
+WorkerId = NewType("WorkerId", str)
+
+Row = dict[str, Any]
+"""One business row, keyed by column name (server defaults left out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A run this daemon holds, with the fencing token of its claim."""
+
+    run_id: RunId
+    token: LeaseToken
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRun:
+    """A run just claimed: where it stands and what it needs to go on."""
+
+    lease: Lease
+    status: str
+    next_step: int
+    failed_step: str | None
+    last_error: str | None
+    brief: Any
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """One run's part of a step's group commit: its rows, or the reason the step failed."""
+
+    lease: Lease
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a fenced commit did: the runs it wrote for, and the age of each run (database time)."""
+
+    owned: dict[RunId, float]
+    """Runs whose fence held, with seconds since submission at commit."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows written (or deleted, for a compensation) per table."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """A run as ``sagad status`` shows it."""
+
+    run_id: RunId
+    status: str
+    current_step: str | None
+    failed_step: str | None
+    attempts: int
+    last_error: str | None
+    claimed_by: str | None
+    lease_token: int
+    idempotency_key: str | None
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ids as strings, times in ISO 8601."""
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        out["run_id"] = str(self.run_id)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFinding:
+    """One broken invariant, with how many rows or runs break it and a few examples."""
+
+    invariant: str
+    count: int
+    examples: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The invariants checked, and what broke."""
+
+    runs_by_status: dict[str, int]
+    findings: tuple[AuditFinding, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "runs_by_status": self.runs_by_status,
+            "findings": [
+                {"invariant": f.invariant, "count": f.count, "examples": list(f.examples)} for f in self.findings
+            ],
+        }
+
+    def render(self) -> str:
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(self.runs_by_status.items())) or "no runs"
+        lines = [f"runs: {counts}"]
+        if self.clean:
+            lines.append("audit clean: every invariant holds")
+        for finding in self.findings:
+            lines.append(f"VIOLATED {finding.invariant}: {finding.count}")
+            lines.extend(f"  e.g. {example}" for example in finding.examples)
+        return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""Runs and their leases: submit, claim, renew, release, and read."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from store.db import Database
+from store.fence import lease_arrays, locked_leases
+from store.records import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId
+from store.schema import STEPS
+
+SUBMITTED_CHANNEL = "sagad_submitted"
+
+_SUBMIT = """
+    INSERT INTO workflow_runs (id, idempotency_key, brief)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]::jsonb[])
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, idempotency_key
+"""
+
+_CLAIM = """
+    WITH candidates AS (
+        SELECT id FROM workflow_runs
+        WHERE available_at <= now() AND status IN ('pending', 'running', 'compensating')
+        ORDER BY available_at
+        LIMIT $2
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE workflow_runs r SET
+        status = CASE WHEN r.status = 'pending' THEN 'running' ELSE r.status END,
+        claimed_by = $1,
+        lease_token = r.lease_token + 1,
+        attempts = r.attempts + 1,
+        available_at = now() + make_interval(secs => $3),
+        started_at = coalesce(r.started_at, now()),
+        updated_at = now()
+    FROM candidates c
+    WHERE r.id = c.id
+    RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief, r.attempts
+"""
+
+_RENEW = f"""
+    WITH {locked_leases("r.status IN ('running', 'compensating')")}
+    UPDATE workflow_runs r SET available_at = now() + make_interval(secs => $4)
+    FROM locked l WHERE r.id = l.id
+    RETURNING r.id
+"""
+
+_RELEASE = f"""
+    WITH {locked_leases("r.status IN ('running', 'compensating')")}
+    UPDATE workflow_runs r SET claimed_by = NULL, available_at = now(), updated_at = now()
+    FROM locked l WHERE r.id = l.id
+    RETURNING r.id
+"""
+
+_STATUS = """
+    SELECT id, status, next_step, failed_step, attempts, last_error, claimed_by, lease_token,
+           idempotency_key, submitted_at, started_at, finished_at,
+           CASE WHEN claimed_by IS NOT NULL THEN available_at END AS lease_expires_at
+    FROM workflow_runs WHERE id = $1
+"""
+
+_COUNTS = """
+    SELECT status, count(*) AS n FROM workflow_runs GROUP BY status
+"""
+
+_OVERDUE = """
+    SELECT count(*) FROM workflow_runs
+    WHERE claimed_by IS NOT NULL AND available_at < now() - make_interval(secs => $1)
+"""
+
+
+class RunStore:
+    """Reads and writes ``workflow_runs``; every lease change is guarded by worker and token."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def submit(self, brief: Any, idempotency_key: str | None = None) -> tuple[RunId, bool]:
+        """Store a new pending run; the same idempotency key again returns the first run."""
+        [(run_id, created)] = await self.submit_many([(brief, idempotency_key)])
+        return run_id, created
+
+    async def submit_many(self, briefs: Sequence[tuple[Any, str | None]]) -> list[tuple[RunId, bool]]:
+        """Submit several runs in one transaction; each result says whether the run is new."""
+        ids = [uuid.uuid4() for _ in briefs]
+        keys = [key for _, key in briefs]
+        payloads = [json.dumps(brief) for brief, _ in briefs]
+        async with self._db.transaction() as conn:
+            inserted = await conn.fetch(_SUBMIT, ids, keys, payloads)
+            new_ids = {row["id"] for row in inserted}
+            missing = [key for run_id, key in zip(ids, keys, strict=True) if run_id not in new_ids]
+            existing: dict[str, uuid.UUID] = {}
+            if missing:
+                rows = await conn.fetch(
+                    "SELECT idempotency_key, id FROM workflow_runs WHERE idempotency_key = ANY($1::text[])",
+                    missing,
+                )
+                existing = {row["idempotency_key"]: row["id"] for row in rows}
+            if new_ids:
+                await conn.execute("SELECT pg_notify($1, '')", SUBMITTED_CHANNEL)
+        results: list[tuple[RunId, bool]] = []
+        for run_id, key in zip(ids, keys, strict=True):
+            if run_id in new_ids:
+                results.append((RunId(run_id), True))
+            else:
+                assert key is not None  # only a key can make an insert conflict
+                results.append((RunId(existing[key]), False))
+        return results
+
+    async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
+        """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch(_CLAIM, worker, limit, lease_seconds)
+        return [
+            ClaimedRun(
+                lease=Lease(RunId(row["id"]), LeaseToken(row["lease_token"])),
+                status=row["status"],
+                next_step=row["next_step"],
+                failed_step=row["failed_step"],
+                last_error=row["last_error"],
+                brief=row["brief"],
+                attempts=row["attempts"],
+            )
+            for row in rows
+        ]
+
+    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
+        """Extend every lease still ours in one statement; returns the runs renewed."""
+        if not leases:
+            return set()
+        ids, tokens = lease_arrays(leases)
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch(_RENEW, ids, tokens, worker, lease_seconds)
+        return {RunId(row["id"]) for row in rows}
+
+    async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
+        """Give runs back so that any daemon may claim them at once."""
+        if not leases:
+            return set()
+        ids, tokens = lease_arrays(leases)
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch(_RELEASE, ids, tokens, worker)
+        return {RunId(row["id"]) for row in rows}
+
+    async def status(self, run_id: RunId) -> RunStatus | None:
+        rows = await self._db.fetch(_STATUS, run_id)
+        if not rows:
+            return None
+        row = rows[0]
+        step = row["next_step"]
+        running = row["status"] in ("pending", "running")
+        return RunStatus(
+            run_id=RunId(row["id"]),
+            status=row["status"],
+            current_step=STEPS[step] if running and step < len(STEPS) else None,
+            failed_step=row["failed_step"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            claimed_by=row["claimed_by"],
+            lease_token=row["lease_token"],
+            idempotency_key=row["idempotency_key"],
+            submitted_at=row["submitted_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            lease_expires_at=row["lease_expires_at"],
+        )
+
+    async def count_by_status(self) -> dict[str, int]:
+        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS)}
+
+    async def count_overdue(self, grace_seconds: float = 0.0) -> int:
+        rows = await self._db.fetch(_OVERDUE, grace_seconds)
+        return int(rows[0][0])
+
+    async def still_active(self, run_ids: Sequence[RunId]) -> set[RunId]:
+        """Of these runs, the ones not yet terminal."""
+        rows = await self._db.fetch(
+            "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status IN ('running', 'compensating')",
+            list(run_ids),
+        )
+        return {RunId(row["id"]) for row in rows}

@@ -1,0 +1,197 @@
+"""Every table sagad owns, declared once on one MetaData.
+
+Business tables lead their keys with the owning run: primary key ``(run_id, id)`` and foreign keys
+``(run_id, parent_id)``. Compensation then deletes along primary keys, and the schema shards by
+``run_id`` with a run's rows (and its compensation) on one shard. Foreign keys have no ON DELETE
+CASCADE on purpose: compensation itself must delete children before parents.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+STEPS = ("normalize_brief", "generate_strategy", "generate_draft", "qc_evaluate", "deliver")
+"""The pipeline, in order; ``workflow_runs.next_step`` indexes it."""
+
+STATUSES = ("pending", "running", "compensating", "completed", "compensated")
+
+workflow_runs = Table(
+    "workflow_runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("idempotency_key", Text, nullable=True),
+    Column("brief", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    # Index of the next step to run; a step's commit advances it in the same transaction.
+    Column("next_step", SmallInteger, nullable=False, server_default=text("0")),
+    Column("failed_step", Text, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("claimed_by", Text, nullable=True),
+    Column("lease_token", BigInteger, nullable=False, server_default=text("0")),
+    # When the run may next be claimed: submission time while pending, the lease's expiry while
+    # held, NULL once terminal. One ordered index then serves new and abandoned runs alike.
+    Column("available_at", TIMESTAMP(timezone=True), nullable=True, server_default=func.now()),
+    Column("submitted_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", TIMESTAMP(timezone=True), nullable=True),
+    Column("finished_at", TIMESTAMP(timezone=True), nullable=True),
+    Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN {STATUSES!r}", name="status"),
+    CheckConstraint(f"next_step BETWEEN 0 AND {len(STEPS)}", name="next_step"),
+    # Every non-terminal state names where the run goes next, so a claim can always route it.
+    CheckConstraint(f"status <> 'running' OR next_step < {len(STEPS)}", name="running_step"),
+    CheckConstraint(f"failed_step IS NULL OR failed_step IN {STEPS!r}", name="failed_step"),
+    CheckConstraint("status <> 'compensating' OR failed_step IS NOT NULL", name="compensating_step"),
+    UniqueConstraint("idempotency_key"),
+    Index(
+        "ix_workflow_runs_available_at",
+        "available_at",
+        postgresql_where=text("available_at IS NOT NULL"),
+    ),
+    Index("ix_workflow_runs_status", "status"),
+)
+
+
+def _business_table(
+    name: str,
+    step: str,
+    *columns: Column[object],
+    parents: tuple[tuple[str, str], ...] = (),
+) -> Table:
+    """A table written by ``step``; ``parents`` maps a key column to the table it references."""
+    fk_columns = [Column(column, UUID(as_uuid=True), nullable=False) for column, _ in parents]
+    constraints = [
+        ForeignKeyConstraint(["run_id", column], [f"{parent}.run_id", f"{parent}.id"]) for column, parent in parents
+    ]
+    indexes = [Index(None, "run_id", column) for column, _ in parents]
+    return Table(
+        name,
+        metadata,
+        # The primary key's leading run_id is the index on run_id.
+        Column("run_id", UUID(as_uuid=True), ForeignKey("workflow_runs.id"), primary_key=True),
+        Column("id", UUID(as_uuid=True), primary_key=True),
+        *fk_columns,
+        *columns,
+        Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+        *constraints,
+        *indexes,
+        info={"step": step},
+    )
+
+
+onboarding_brief = _business_table(
+    "onboarding_brief",
+    "normalize_brief",
+    Column("client", Text, nullable=False),
+    Column("product", Text, nullable=False),
+    Column("audience", Text, nullable=False),
+    Column("tone", Text, nullable=False),
+    Column("budget_eur", Integer, nullable=False),
+    Column("word_limit", Integer, nullable=False),
+    Column("payload", JSONB, nullable=False),
+)
+onboarding_intake = _business_table(
+    "onboarding_intake",
+    "normalize_brief",
+    Column("field", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    parents=(("brief_id", "onboarding_brief"),),
+)
+strategy_document = _business_table(
+    "strategy_document",
+    "generate_strategy",
+    Column("positioning", Text, nullable=False),
+    Column("key_messages", Text, nullable=False),
+    Column("channel_plan", Text, nullable=False),
+    parents=(("brief_id", "onboarding_brief"),),
+)
+production_drafts = _business_table(
+    "production_drafts",
+    "generate_draft",
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("word_count", Integer, nullable=False),
+    parents=(("strategy_id", "strategy_document"),),
+)
+production_bundles = _business_table(
+    "production_bundles",
+    "generate_draft",
+    Column("channel", Text, nullable=False),
+    parents=(("draft_id", "production_drafts"),),
+)
+production_bundle_assets = _business_table(
+    "production_bundle_assets",
+    "generate_draft",
+    Column("kind", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    parents=(("bundle_id", "production_bundles"),),
+)
+qc_results = _business_table(
+    "qc_results",
+    "qc_evaluate",
+    Column("score", Float, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    parents=(("draft_id", "production_drafts"),),
+)
+qc_issues = _business_table(
+    "qc_issues",
+    "qc_evaluate",
+    Column("severity", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    parents=(("qc_result_id", "qc_results"),),
+)
+delivery_packages = _business_table(
+    "delivery_packages",
+    "deliver",
+    Column("target", Text, nullable=False),
+    Column("destination", Text, nullable=False),
+    Column("total_words", Integer, nullable=False),
+    parents=(("draft_id", "production_drafts"),),
+)
+delivery_artifacts = _business_table(
+    "delivery_artifacts",
+    "deliver",
+    Column("uri", Text, nullable=False),
+    parents=(("package_id", "delivery_packages"), ("asset_id", "production_bundle_assets")),
+)
+
+BUSINESS_TABLES: tuple[Table, ...] = tuple(t for t in metadata.sorted_tables if "step" in t.info)
+
+
+def tables_of_step(step: str) -> tuple[Table, ...]:
+    """The business tables a step writes, parents before children."""
+    return tuple(t for t in BUSINESS_TABLES if t.info["step"] == step)
+
+
+def children_first(names: set[str] | frozenset[str]) -> tuple[str, ...]:
+    """Order table names so that every child comes before its parents (the safe delete order)."""
+    return tuple(t.name for t in reversed(metadata.sorted_tables) if t.name in names)

@@ -1,0 +1,200 @@
+"""Wires the actors together and keeps them running: the only place streams and task groups are made.
+
+Forward traffic flows claimer -> step 1 -> ... -> step 5; failures flow from the failing step's
+relay back through every earlier step's relay to the compensator. Each actor reads its forward
+and its backward inbox in separate tasks, and the backward path ends in the compensator, which
+waits on nothing but the database. So every wait points forward along a chain or backward along
+a chain that ends in a sink: there is no cycle, and bounded inboxes cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.claimer import Claimer
+from actors.compensator import Compensator
+from actors.ledger import Ledger
+from actors.messages import Compensation, HasLease, StepWork
+from actors.pipeline import STEP_ACTORS
+from actors.ports import FaultPoints, NoFaults
+from actors.renewer import Renewer
+from actors.sampler import StatusSampler
+from errors import DatabaseError
+from metrics import Metrics
+from store.db import Database
+from store.notify import SubmissionListener
+from store.records import Lease, WorkerId
+from store.runs import RunStore
+from store.steps import StepStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How one daemon runs."""
+
+    worker_id: WorkerId
+    lease_seconds: float = 30.0
+    max_inflight: int = 500
+    batch_limit: int = 100
+    inbox_size: int = 64
+    poll_seconds: float = 1.0
+    drain_seconds: float = 10.0
+    sample_seconds: float = 5.0
+    restart_delay_seconds: float = 0.1
+
+
+class _Supervised(Protocol):
+    in_hand: tuple[HasLease, ...]
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbox(Generic[T]):
+    send: MemoryObjectSendStream[T]
+    receive: MemoryObjectReceiveStream[T]
+
+    @classmethod
+    def bounded(cls, size: int) -> _Inbox[T]:
+        send, receive = anyio.create_memory_object_stream[T](size)
+        return cls(send, receive)
+
+
+def _buffered(stream: MemoryObjectReceiveStream[Any]) -> int:
+    return stream.statistics().current_buffer_used
+
+
+class Supervisor:
+    """Runs one daemon: claimer, five step actors, compensator, renewer and sampler."""
+
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics, faults: FaultPoints | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.runs = RunStore(db)
+        self.ledger = Ledger(settings.max_inflight, metrics)
+        self._steps = StepStore(db, settings.worker_id)
+        self._listener = SubmissionListener(db)
+        self._faults = faults or NoFaults()
+
+    async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop`` is set, then drain in-flight runs and release what is left."""
+        s = self.settings
+        forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in STEP_ACTORS]
+        backward = [_Inbox[Compensation].bounded(s.inbox_size) for _ in STEP_ACTORS]
+        to_compensator = _Inbox[Compensation].bounded(s.inbox_size)
+        actors = [
+            cls(
+                store=self._steps,
+                ledger=self.ledger,
+                metrics=self.metrics,
+                faults=self._faults,
+                batch_limit=s.batch_limit,
+            )
+            for cls in STEP_ACTORS
+        ]
+        compensator = Compensator(
+            store=self._steps, ledger=self.ledger, metrics=self.metrics, batch_limit=s.batch_limit
+        )
+        claimer = Claimer(
+            store=self.runs,
+            ledger=self.ledger,
+            metrics=self.metrics,
+            wakeup=self._listener,
+            worker=s.worker_id,
+            lease_seconds=s.lease_seconds,
+            claim_limit=s.batch_limit,
+            poll_seconds=s.poll_seconds,
+        )
+        renewer = Renewer(
+            store=self.runs,
+            ledger=self.ledger,
+            metrics=self.metrics,
+            worker=s.worker_id,
+            lease_seconds=s.lease_seconds,
+        )
+        sampler = StatusSampler(store=self.runs, metrics=self.metrics, every_seconds=s.sample_seconds)
+        self._export_depths([a.step for a in actors], forward, backward, to_compensator)
+
+        claiming = anyio.CancelScope()
+
+        async def claim() -> None:
+            with claiming:
+                run = partial(claimer.run, [f.send for f in forward], [b.send for b in backward])
+                await self._supervise("claimer", claimer, run)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listener.run)
+            tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
+            tg.start_soon(self._supervise, "sampler", sampler, sampler.run)
+            tg.start_soon(self._supervise, "compensator", compensator, partial(compensator.run, to_compensator.receive))
+            for i, actor in enumerate(actors):
+                previous = backward[i - 1].send if i else to_compensator.send
+                following = forward[i + 1].send if i + 1 < len(actors) else None
+                relay = partial(actor.relay.run, backward[i].receive, previous)
+                tg.start_soon(self._supervise, actor.step, actor.relay, relay)
+                work = partial(actor.run, forward[i].receive, following, backward[i].send)
+                tg.start_soon(self._supervise, actor.step, actor, work)
+            tg.start_soon(claim)
+            task_status.started()
+            await stop.wait()
+            claiming.cancel()
+            await self._drain()
+            tg.cancel_scope.cancel()
+        await self._release_remaining()
+
+    async def _supervise(self, name: str, actor: _Supervised, run: Callable[[], Awaitable[None]]) -> None:
+        """Run an actor; when it crashes, free the runs it held and start it again."""
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                log.exception("actor %s crashed; restarting it", name)
+                self.metrics.actor_restarts.labels(name).inc()
+                abandoned = [message.lease for message in actor.in_hand]
+                actor.in_hand = ()
+                await self._give_back(abandoned)
+                await anyio.sleep(self.settings.restart_delay_seconds)
+
+    async def _give_back(self, leases: list[Lease]) -> None:
+        """Release runs so that a claim (ours or a peer's) resumes them from their last commit."""
+        if not leases:
+            return
+        try:
+            await self.runs.release(self.settings.worker_id, leases)
+        except DatabaseError as error:
+            log.warning("could not release %d runs, their leases will expire: %s", len(leases), error)
+        self.ledger.drop(leases)
+
+    async def _drain(self) -> None:
+        with anyio.move_on_after(self.settings.drain_seconds):
+            await self.ledger.wait_until_empty()
+
+    async def _release_remaining(self) -> None:
+        with anyio.move_on_after(5, shield=True):
+            await self._give_back(self.ledger.snapshot())
+
+    def _export_depths(
+        self,
+        steps: list[str],
+        forward: list[_Inbox[StepWork]],
+        backward: list[_Inbox[Compensation]],
+        to_compensator: _Inbox[Compensation],
+    ) -> None:
+        """Inbox depths are read from the streams' statistics when Prometheus scrapes."""
+        depth = self.metrics.inbox_depth
+        for step, f, b in zip(steps, forward, backward, strict=True):
+            depth.labels(step, "forward").set_function(partial(_buffered, f.receive))
+            depth.labels(step, "backward").set_function(partial(_buffered, b.receive))
+        depth.labels("compensator", "backward").set_function(partial(_buffered, to_compensator.receive))
