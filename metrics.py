@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from store.schema import BUSINESS_TABLES, STATUSES, STEPS
+
 # Steps and compensations commit in milliseconds; leases and whole runs take longer.
 _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+ACTORS = (*STEPS, "compensator", "claimer", "renewer", "sampler")
 
 
 class Metrics:
@@ -96,3 +101,26 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self._create_series()
+
+    def _create_series(self) -> None:
+        """Export every bounded label combination from the start, so rates see the first event."""
+        for step in STEPS:
+            self.step_retries.labels(step)
+            for outcome in ("ok", "failed", "retried"):
+                self.step_duration.labels(step, outcome)
+        for outcome in ("completed", "compensated"):
+            self.runs.labels(outcome)
+            self.run_duration.labels(outcome)
+        for result in ("renewed", "lost"):
+            self.lease_renewals.labels(result)
+        for stage in ("step", "compensation"):
+            self.fenced.labels(stage)
+        for actor in ACTORS:
+            self.actor_restarts.labels(actor)
+        for kind in ("transient", "permanent"):
+            self.db_errors.labels(kind)
+        for table in BUSINESS_TABLES:
+            self.compensated_rows.labels(table.name)
+        for status in STATUSES:
+            self.runs_by_status.labels(status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
@@ -133,24 +134,30 @@ class Supervisor:
                 run = partial(claimer.run, [f.send for f in forward], [b.send for b in backward])
                 await self._supervise("claimer", claimer, run)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listener.run)
-            tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
-            tg.start_soon(self._supervise, "sampler", sampler, sampler.run)
-            tg.start_soon(self._supervise, "compensator", compensator, partial(compensator.run, to_compensator.receive))
-            for i, actor in enumerate(actors):
-                previous = backward[i - 1].send if i else to_compensator.send
-                following = forward[i + 1].send if i + 1 < len(actors) else None
-                relay = partial(actor.relay.run, backward[i].receive, previous)
-                tg.start_soon(self._supervise, actor.step, actor.relay, relay)
-                work = partial(actor.run, forward[i].receive, following, backward[i].send)
-                tg.start_soon(self._supervise, actor.step, actor, work)
-            tg.start_soon(claim)
-            task_status.started()
-            await stop.wait()
-            claiming.cancel()
-            await self._drain()
-            tg.cancel_scope.cancel()
+        with ExitStack() as streams:  # every stream is closed once the tasks using it are gone
+            inboxes: list[_Inbox[Any]] = [*forward, *backward, to_compensator]
+            for inbox in inboxes:
+                streams.enter_context(inbox.send)
+                streams.enter_context(inbox.receive)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._listener.run)
+                tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
+                tg.start_soon(self._supervise, "sampler", sampler, sampler.run)
+                compensate = partial(compensator.run, to_compensator.receive)
+                tg.start_soon(self._supervise, "compensator", compensator, compensate)
+                for i, actor in enumerate(actors):
+                    previous = backward[i - 1].send if i else to_compensator.send
+                    following = forward[i + 1].send if i + 1 < len(actors) else None
+                    relay = partial(actor.relay.run, backward[i].receive, previous)
+                    tg.start_soon(self._supervise, actor.step, actor.relay, relay)
+                    work = partial(actor.run, forward[i].receive, following, backward[i].send)
+                    tg.start_soon(self._supervise, actor.step, actor, work)
+                tg.start_soon(claim)
+                task_status.started()
+                await stop.wait()
+                claiming.cancel()
+                await self._drain()
+                tg.cancel_scope.cancel()
         await self._release_remaining()
 
     async def _supervise(self, name: str, actor: _Supervised, run: Callable[[], Awaitable[None]]) -> None:

@@ -21,7 +21,7 @@ def retrying(on_retry: Callable[[BaseException], None] = lambda _: None) -> Asyn
 
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientDatabaseError),
-        wait=wait_exponential_jitter(initial=0.02, max=2.0, jitter=0.1),
+        wait=wait_exponential_jitter(multiplier=0.02, max=2.0, jitter=0.1),
         sleep=anyio.sleep,
         before_sleep=before_sleep,
         reraise=True,

@@ -1,0 +1,81 @@
+"""What many tests need: expected rows, row counts, waiting for runs, a daemon in-process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from actors.ports import FaultPoints
+from content import delivery, draft, normalize, qc, strategy
+from errors import StepFailed
+from metrics import Metrics
+from store.db import Database
+from store.records import RunId, WorkerId
+from store.schema import BUSINESS_TABLES
+from supervisor import Settings, Supervisor
+
+TABLES = tuple(t.name for t in BUSINESS_TABLES)
+GENERATORS = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
+
+
+def expected_rows(run_id: uuid.UUID, brief: Any) -> dict[str, int]:
+    """Rows per table a completed run of ``brief`` holds, or all zero when the brief fails."""
+    counts = dict.fromkeys(TABLES, 0)
+    try:
+        normalized = normalize.normalized(brief)
+        for generate in GENERATORS:
+            for table, rows in generate(run_id, normalized).items():
+                counts[table] += len(rows)
+    except StepFailed:
+        return dict.fromkeys(TABLES, 0)
+    return counts
+
+
+async def rows_of(db: Database, run_id: uuid.UUID) -> dict[str, int]:
+    counts = {}
+    for table in TABLES:
+        result = await db.fetch(f"SELECT count(*) FROM {table} WHERE run_id = $1", run_id)
+        counts[table] = int(result[0][0])
+    return counts
+
+
+async def rows_per_table(db: Database) -> dict[str, int]:
+    counts = {}
+    for table in TABLES:
+        counts[table] = int((await db.fetch(f"SELECT count(*) FROM {table}"))[0][0])
+    return counts
+
+
+async def wait_terminal(db: Database, run_ids: Iterable[uuid.UUID], seconds: float = 30.0) -> dict[RunId, str]:
+    """Wait, up to a deadline, until every run is completed or compensated; returns their statuses."""
+    ids = list(run_ids)
+    with anyio.fail_after(seconds):
+        while True:
+            rows = await db.fetch(
+                "SELECT id, status FROM workflow_runs WHERE id = ANY($1::uuid[])"
+                " AND status IN ('completed', 'compensated')",
+                ids,
+            )
+            if len(rows) == len(ids):
+                return {RunId(row["id"]): row["status"] for row in rows}
+            await anyio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running_daemon(
+    db: Database, *, worker: str = "test-daemon", faults: FaultPoints | None = None, **settings: Any
+) -> AsyncIterator[Supervisor]:
+    """A daemon running in this process until the block ends (then drained and stopped)."""
+    settings.setdefault("poll_seconds", 0.05)
+    supervisor = Supervisor(db, Settings(worker_id=WorkerId(worker), **settings), Metrics(), faults)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run, stop)
+        try:
+            yield supervisor
+        finally:
+            stop.set()
