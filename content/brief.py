@@ -82,6 +82,8 @@ def parse_brief(data: bytes) -> tuple[Brief, Any]:
         raise InvalidBrief(f"brief is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise InvalidBrief("brief is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise InvalidBrief(f"brief is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InvalidBrief(f"brief must be a JSON object, not {type(raw).__name__}")
     return validate_brief(raw), raw

@@ -79,3 +79,22 @@ async def running_daemon(
             yield supervisor
         finally:
             stop.set()
+
+
+async def expected_totals(db: Database) -> dict[str, int]:
+    """Rows every table should hold: exactly the completed runs' rows, each once."""
+    totals = dict.fromkeys(TABLES, 0)
+    for row in await db.fetch("SELECT id, brief FROM workflow_runs WHERE status = 'completed'"):
+        for table, n in expected_rows(row["id"], row["brief"]).items():
+            totals[table] += n
+    return totals
+
+
+async def wait_finished(db: Database, at_least: int, seconds: float = 30.0) -> None:
+    """Wait, up to a deadline, until at least ``at_least`` runs are terminal."""
+    query = "SELECT count(*) FROM workflow_runs WHERE status IN ('completed', 'compensated')"
+    with anyio.fail_after(seconds):
+        while True:
+            if (await db.fetch(query))[0][0] >= at_least:
+                return
+            await anyio.sleep(0.01)

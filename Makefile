@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint tools
+
+$(BIN)/sagad: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/sagad
+	$(BIN)/sagad migrate
+	$(BIN)/sagad demo
+
+# promtool (Debian's prometheus package) checks the alert rules and the compose Prometheus config.
+tools:
+	@command -v promtool >/dev/null || { \
+		[ "$$(id -u)" = 0 ] || { echo "install Debian's prometheus package (it ships promtool)"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+lint: $(BIN)/sagad
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: $(BIN)/sagad tools lint
+	$(BIN)/python -m pytest

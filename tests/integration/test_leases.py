@@ -1,0 +1,119 @@
+"""Leases and fencing: a daemon that lost a run can write nothing for it."""
+
+from __future__ import annotations
+
+import pytest
+
+from content.normalize import normalized
+from content.normalize import rows as normalize_rows
+from content.samples import Outcome, sample_brief
+from content.strategy import rows as strategy_rows
+from store.db import Database
+from store.records import Lease, LeaseToken, StepWrite, WorkerId
+from store.runs import RunStore
+from store.steps import StepStore
+from tests.helpers import TABLES, rows_of, running_daemon, wait_terminal
+
+pytestmark = pytest.mark.anyio
+
+FIRST, SECOND = WorkerId("first"), WorkerId("second")
+
+
+async def _expire(db: Database) -> None:
+    await db.fetch("UPDATE workflow_runs SET available_at = now() - interval '1 second' WHERE claimed_by IS NOT NULL")
+
+
+async def test_every_claim_increments_the_fencing_token(db: Database, runs: RunStore) -> None:
+    await runs.submit(sample_brief(Outcome.COMPLETED, 1))
+    [first] = await runs.claim(FIRST, 10, 60)
+    assert await runs.claim(SECOND, 10, 60) == []  # a live lease is not claimable
+    await _expire(db)
+    [second] = await runs.claim(SECOND, 10, 60)
+    assert second.lease.run_id == first.lease.run_id
+    assert second.lease.token == first.lease.token + 1
+    assert second.attempts == 2
+
+
+async def test_a_daemon_whose_lease_was_taken_over_cannot_commit_a_step(db: Database, runs: RunStore) -> None:
+    run_id, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 2))
+    [stale] = await runs.claim(FIRST, 1, 60)
+    first_step = StepStore(db, FIRST)
+    brief = normalized(stale.brief)
+    await first_step.commit_step("normalize_brief", [StepWrite(stale.lease, rows=normalize_rows(run_id, brief))])
+    await _expire(db)
+    [fresh] = await runs.claim(SECOND, 1, 60)
+    before = await rows_of(db, run_id)
+
+    committed = await first_step.commit_step(
+        "generate_strategy", [StepWrite(stale.lease, rows=strategy_rows(run_id, brief))]
+    )
+
+    assert committed.owned == {}
+    assert committed.rows == {}
+    assert await rows_of(db, run_id) == before
+    status = await runs.status(run_id)
+    assert status is not None
+    assert (status.claimed_by, status.lease_token, status.current_step) == (
+        "second",
+        fresh.lease.token,
+        "generate_strategy",
+    )
+    # The stale daemon cannot renew or release it either.
+    assert await runs.renew(FIRST, [stale.lease], 60) == set()
+    assert await runs.release(FIRST, [stale.lease]) == set()
+
+
+async def test_a_daemon_whose_lease_was_taken_over_cannot_compensate(db: Database, runs: RunStore) -> None:
+    run_id, _ = await runs.submit(sample_brief(Outcome.QC_FAIL, 3))
+    async with running_daemon(db, worker="first"):
+        await wait_terminal(db, [run_id])
+    # Put the run back mid-compensation with rows present, held by a daemon that then loses it.
+    await db.fetch(
+        "UPDATE workflow_runs SET status = 'running', next_step = 0, failed_step = NULL, last_error = NULL,"
+        " finished_at = NULL, available_at = now() WHERE id = $1",
+        run_id,
+    )
+    [stale] = await runs.claim(FIRST, 1, 60)
+    steps = StepStore(db, FIRST)
+    brief = normalized(stale.brief)
+    await steps.commit_step(
+        "normalize_brief", [StepWrite(stale.lease, rows=normalize_rows(run_id, brief), failure=None)]
+    )
+    await db.fetch(
+        "UPDATE workflow_runs SET status = 'compensating', failed_step = 'generate_strategy', last_error = 'x'"
+        " WHERE id = $1",
+        run_id,
+    )
+    await _expire(db)
+    [fresh] = await runs.claim(SECOND, 1, 60)
+    before = await rows_of(db, run_id)
+    assert before["onboarding_brief"] == 1
+
+    committed = await steps.compensate([stale.lease], frozenset(TABLES))
+
+    assert committed.owned == {}
+    assert await rows_of(db, run_id) == before
+    # The daemon that holds the lease now can.
+    done = await StepStore(db, SECOND).compensate([fresh.lease], frozenset(TABLES))
+    assert set(done.owned) == {run_id}
+    assert await rows_of(db, run_id) == dict.fromkeys(TABLES, 0)
+
+
+async def test_renewal_is_one_statement_for_all_held_runs_and_reports_lost_ones(db: Database, runs: RunStore) -> None:
+    for seed in range(5):
+        await runs.submit(sample_brief(Outcome.COMPLETED, seed))
+    held = await runs.claim(FIRST, 10, 60)
+    assert len(held) == 5
+    await _expire(db)
+    taken = await runs.claim(SECOND, 2, 60)
+    renewed = await runs.renew(FIRST, [c.lease for c in held], 60)
+    assert renewed == {c.lease.run_id for c in held} - {c.lease.run_id for c in taken}
+    assert await runs.still_active([c.lease.run_id for c in taken]) == {c.lease.run_id for c in taken}
+
+
+async def test_released_runs_are_claimable_at_once(db: Database, runs: RunStore) -> None:
+    await runs.submit(sample_brief(Outcome.COMPLETED, 9))
+    [claimed] = await runs.claim(FIRST, 1, 600)
+    assert await runs.release(FIRST, [claimed.lease]) == {claimed.lease.run_id}
+    [again] = await runs.claim(SECOND, 1, 600)
+    assert again.lease == Lease(claimed.lease.run_id, LeaseToken(claimed.lease.token + 1))

@@ -1,0 +1,126 @@
+"""The daemon in-process: idempotent steps, crash recovery, bad stored runs, no deadlock, transient errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+from content.normalize import normalized
+from content.normalize import rows as normalize_rows
+from content.samples import Outcome, sample_brief
+from store.db import Database
+from store.records import Lease, RunId
+from store.runs import RunStore
+from store.writes import insert_rows
+from tests.helpers import TABLES, expected_rows, expected_totals, rows_of, rows_per_table, running_daemon, wait_terminal
+
+pytestmark = pytest.mark.anyio
+
+
+class CrashAfterCommit:
+    """Fault points that crash a step actor once, after its commit and before the hand-off."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        self.crashed_with: list[Lease] = []
+
+    async def after_step_commit(self, step: str, leases: Sequence[Lease]) -> None:
+        if step == self.step and not self.crashed_with:
+            self.crashed_with.extend(leases)
+            raise RuntimeError("crash between commit and hand-off")
+
+
+async def submit_mix(runs: RunStore, n: int, fail_every: int = 0) -> dict[RunId, Outcome]:
+    outcomes = {}
+    failing = [Outcome.QC_FAIL, Outcome.DELIVERY_FAIL, Outcome.INVALID]
+    for seed in range(n):
+        outcome = failing[seed % 3] if fail_every and seed % fail_every == 0 else Outcome.COMPLETED
+        run_id, _ = await runs.submit(sample_brief(outcome, seed))
+        outcomes[run_id] = outcome
+    return outcomes
+
+
+async def test_a_crash_between_commit_and_hand_off_duplicates_nothing(db: Database, runs: RunStore) -> None:
+    briefs = [sample_brief(Outcome.COMPLETED, seed) for seed in range(20)]
+    ids = [(await runs.submit(brief))[0] for brief in briefs]
+    faults = CrashAfterCommit("generate_draft")
+    async with running_daemon(db, faults=faults) as daemon:
+        statuses = await wait_terminal(db, ids)
+        restarts = daemon.metrics.actor_restarts.labels("generate_draft")._value.get()
+    assert faults.crashed_with, "the fault point never fired"
+    assert restarts == 1
+    assert set(statuses.values()) == {"completed"}
+    for run_id, brief in zip(ids, briefs, strict=True):
+        assert await rows_of(db, run_id) == expected_rows(run_id, brief)
+
+
+async def test_a_step_written_twice_adds_no_rows(db: Database, runs: RunStore) -> None:
+    run_id, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 1))
+    rows = normalize_rows(run_id, normalized(sample_brief(Outcome.COMPLETED, 1)))
+    for attempt in range(2):
+        async with db.transaction() as conn:
+            written = {table: await insert_rows(conn, table, table_rows) for table, table_rows in rows.items()}
+        expected = {table: len(table_rows) for table, table_rows in rows.items()} if attempt == 0 else {}
+        assert {t: n for t, n in written.items() if n} == expected
+
+
+async def test_the_same_idempotency_key_gives_one_run(db: Database, runs: RunStore) -> None:
+    first, created = await runs.submit(sample_brief(Outcome.COMPLETED, 1), "order-42")
+    again, created_again = await runs.submit(sample_brief(Outcome.COMPLETED, 2), "order-42")
+    assert (again, created, created_again) == (first, True, False)
+    assert (await db.fetch("SELECT count(*) FROM workflow_runs"))[0][0] == 1
+
+
+@pytest.mark.parametrize(
+    ("brief", "names"),
+    [
+        (42, "brief: Input should be"),
+        ({"client": 5}, "field 'client'"),
+        ({**sample_brief(Outcome.COMPLETED, 1), "word_limit": "many"}, "field 'word_limit'"),
+        ({**sample_brief(Outcome.COMPLETED, 1), "channels": ["carrier pigeon"]}, "field 'channels'"),
+    ],
+)
+async def test_a_malformed_stored_brief_is_compensated_and_the_daemon_goes_on(
+    db: Database, runs: RunStore, brief: object, names: str
+) -> None:
+    bad, _ = await runs.submit(brief)
+    good, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 7))
+    async with running_daemon(db):
+        assert await wait_terminal(db, [bad, good]) == {bad: "compensated", good: "completed"}
+    status = await runs.status(bad)
+    assert status is not None
+    assert status.failed_step == "normalize_brief"
+    assert status.last_error is not None
+    assert names in status.last_error
+    assert await rows_of(db, bad) == dict.fromkeys(TABLES, 0)
+
+
+async def test_bounded_inboxes_of_one_do_not_deadlock_with_half_the_runs_failing(db: Database, runs: RunStore) -> None:
+    outcomes = await submit_mix(runs, 500, fail_every=2)
+    async with running_daemon(db, inbox_size=1, batch_limit=3, max_inflight=200):
+        statuses = await wait_terminal(db, outcomes, seconds=60)
+    for run_id, outcome in outcomes.items():
+        assert statuses[run_id] == ("completed" if outcome is Outcome.COMPLETED else "compensated")
+
+
+async def test_connections_killed_mid_load_lose_nothing(database_url: str, db: Database, runs: RunStore) -> None:
+    outcomes = await submit_mix(runs, 300, fail_every=5)
+    daemon_db = await Database.connect(database_url, max_size=12)
+    try:
+        async with running_daemon(daemon_db, batch_limit=10) as daemon:
+            for _ in range(5):
+                await anyio.sleep(0.05)
+                await db.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            statuses = await wait_terminal(db, outcomes, seconds=60)
+            errors = daemon.metrics.db_errors.labels("transient")._value.get()
+    finally:
+        await daemon_db.close()
+    assert errors > 0, "no connection was cut while the daemon worked"
+    for run_id, outcome in outcomes.items():
+        assert statuses[run_id] == ("completed" if outcome is Outcome.COMPLETED else "compensated")
+    assert await rows_per_table(db) == await expected_totals(db)

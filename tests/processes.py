@@ -1,0 +1,88 @@
+"""Daemons as real processes: started with the CLI, stopped with signals, read through their metrics."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import anyio
+
+REPO = Path(__file__).parents[1]
+
+
+def sagad(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run one ``sagad`` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+class Daemon:
+    """``sagad run`` in a child process, logging to a file."""
+
+    def __init__(self, database_url: str, worker: str, log_dir: Path, *options: str) -> None:
+        self.worker = worker
+        self.log = log_dir / f"{worker}.log"
+        self._command = [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "run",
+            "--database-url",
+            database_url,
+            "--worker-id",
+            worker,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--poll-seconds",
+            "0.05",
+            *options,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        return self
+
+    async def metrics_url(self, seconds: float = 20) -> str:
+        """Wait until the daemon serves metrics; the address it bound."""
+        with anyio.fail_after(seconds):
+            while True:
+                found = re.findall(r"metrics on (http://\S+/metrics)", self.log.read_text())
+                if found:
+                    return str(found[-1])
+                assert self.process is not None
+                assert self.process.poll() is None, f"{self.worker} exited:\n{self.log.read_text()}"
+                await anyio.sleep(0.05)
+
+    async def metric(self, name: str) -> float:
+        """The sum of every sample of ``name`` the daemon exports now."""
+        url = await self.metrics_url()
+        body = await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", re.MULTILINE)
+        return sum(float(value) for value in pattern.findall(body))
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def wait(self, seconds: float = 30) -> int:
+        assert self.process is not None
+        process = self.process
+        with anyio.fail_after(seconds):
+            return await anyio.to_thread.run_sync(process.wait)
+
+    def ensure_stopped(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
