@@ -84,6 +84,11 @@ class Metrics:
         self.actor_restarts = Counter(
             "sagad_actor_restarts", "Actors restarted by the supervisor after a crash.", ["actor"], registry=r
         )
+        self.poison_runs = Counter(
+            "sagad_poison_runs",
+            "Runs failed because they were claimed too many times without finishing.",
+            registry=r,
+        )
         self.runs_by_status = Gauge(
             "sagad_runs_by_status",
             "Runs in the database by status, sampled by each daemon (a database-wide view).",

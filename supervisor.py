@@ -52,6 +52,8 @@ class Settings:
     drain_seconds: float = 10.0
     sample_seconds: float = 5.0
     restart_delay_seconds: float = 0.1
+    max_attempts: int = 5
+    """Claims a run may take before it is failed as a poison run."""
 
 
 class _Supervised(Protocol):
@@ -116,6 +118,8 @@ class Supervisor:
             lease_seconds=s.lease_seconds,
             claim_limit=s.batch_limit,
             poll_seconds=s.poll_seconds,
+            steps_store=self._steps,
+            max_attempts=s.max_attempts,
         )
         renewer = Renewer(
             store=self.runs,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.ledger import Ledger
 from actors.messages import Compensation, HasLease, StepWork
-from actors.ports import RunLeases, Wakeup
+from actors.ports import RunLeases, StepWriter, Wakeup
 from actors.retry import retrying
 from metrics import Metrics
-from store.records import ClaimedRun, WorkerId
+from store.records import ClaimedRun, StepWrite, WorkerId
 from store.schema import STEPS
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class Claimer:
         lease_seconds: float,
         claim_limit: int,
         poll_seconds: float,
+        steps_store: StepWriter,
+        max_attempts: int,
     ) -> None:
         self._store = store
         self._ledger = ledger
@@ -41,6 +44,8 @@ class Claimer:
         self._lease_seconds = lease_seconds
         self._claim_limit = claim_limit
         self._poll_seconds = poll_seconds
+        self._steps_store = steps_store
+        self._max_attempts = max_attempts
         self.in_hand: tuple[HasLease, ...] = ()
 
     async def run(
@@ -64,11 +69,40 @@ class Claimer:
             for run in claimed:
                 self._ledger.hold(run.lease)
             self.in_hand = tuple(claimed)
+            claimed = await self._fail_poison_runs(claimed)
             for n, run in enumerate(claimed):
                 await self._route(run, steps, failures)
                 self.in_hand = tuple(claimed[n + 1 :])
             if len(claimed) < limit:
                 await self._wakeup.wait(self._poll_seconds)
+
+    async def _fail_poison_runs(self, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+        """Runs claimed too often without finishing fail at their step, instead of being retried forever.
+
+        A run comes back only when its daemon crashed, hung or gave it back; one that keeps doing
+        that to daemons is compensated with the reason. A compensation is always finished.
+        """
+        poison = [r for r in claimed if r.status == "running" and r.attempts > self._max_attempts]
+        if not poison:
+            return claimed
+        failed: list[ClaimedRun] = []
+        for index, step in enumerate(STEPS):
+            at_step = [r for r in poison if r.next_step == index]
+            if not at_step:
+                continue
+            reason = f"{step}: poison run: claimed {{}} times without finishing (limit {self._max_attempts})"
+            writes = [StepWrite(r.lease, failure=reason.format(r.attempts)) for r in at_step]
+            async for attempt in retrying():
+                with attempt:
+                    committed = await self._steps_store.commit_step(step, writes)
+            for run, write in zip(at_step, writes, strict=True):
+                if run.lease.run_id in committed.owned:
+                    failed.append(replace(run, status="compensating", failed_step=step, last_error=write.failure))
+                else:
+                    self._ledger.drop([run.lease])
+        self._metrics.poison_runs.inc(len(poison))
+        log.warning("failing %d poison runs", len(poison))
+        return [r for r in claimed if r not in poison] + failed
 
     async def _route(
         self,

@@ -21,7 +21,7 @@ class StepWork:
 
     lease: Lease
     brief: Any
-    """The brief as stored (decoded JSON); every step derives what it needs from it."""
+    """The brief: as stored (decoded JSON) when claimed, a normalized ``Brief`` once validated."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -50,10 +50,6 @@ class StepActor:
         """Messages taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
         self.relay = FailureRelay(self.tables)
 
-    def rows(self, run_id: uuid.UUID, brief: Any) -> dict[str, list[Row]]:
-        """The rows this step writes for one run; raises StepFailed when the run cannot go on."""
-        return self.generate(run_id, normalized(brief))
-
     async def run(
         self,
         inbox: MemoryObjectReceiveStream[StepWork],
@@ -64,6 +60,7 @@ class StepActor:
         async for first in inbox:
             batch = take_waiting(first, inbox, self._batch_limit)
             self.in_hand = tuple(batch)
+            batch = [self._normalized(work) for work in batch]
             writes = [self._write(work) for work in batch]
             committed = await self._commit(writes)
             await self._faults.after_step_commit(self.step, [w.lease for w in writes])
@@ -71,9 +68,20 @@ class StepActor:
                 await self._hand_on(work, write, committed, forward, failures)
             self.in_hand = ()
 
+    @staticmethod
+    def _normalized(work: StepWork) -> StepWork:
+        """The brief is validated once per run in this daemon, then travels normalized."""
+        if isinstance(work.brief, Brief):
+            return work
+        try:
+            return StepWork(work.lease, normalized(work.brief))
+        except StepFailed:
+            return work  # _write fails it again, and routes the failure
+
     def _write(self, work: StepWork) -> StepWrite:
         try:
-            return StepWrite(work.lease, rows=self.rows(work.lease.run_id, work.brief))
+            brief = work.brief if isinstance(work.brief, Brief) else normalized(work.brief)
+            return StepWrite(work.lease, rows=self.generate(work.lease.run_id, brief))
         except StepFailed as failure:
             return StepWrite(work.lease, failure=f"{self.step}: {failure}")
         except Exception as bug:  # a generator bug fails this run only, never the batch

@@ -31,7 +31,7 @@ def resolve_url(url: str | None) -> str:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    print(f"sagad: {message}", file=sys.stderr)
+    print("sagad: " + " ".join(message.split()), file=sys.stderr)
     raise typer.Exit(code)
 
 

@@ -77,6 +77,15 @@ def daemon_command(
         float,
         typer.Option(envvar="SAGAD_DRAIN_SECONDS", min=0, max=3600, help="How long a stop waits for runs to end."),
     ] = 10.0,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            envvar="SAGAD_MAX_ATTEMPTS",
+            min=1,
+            max=1000,
+            help="Claims a run may take before it is compensated as a poison run.",
+        ),
+    ] = 5,
     metrics_addr: Annotated[
         str, typer.Option(envvar="SAGAD_METRICS_ADDR", help="HOST:PORT of the Prometheus endpoint.")
     ] = "127.0.0.1:9464",
@@ -84,7 +93,9 @@ def daemon_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the daemon until SIGTERM or SIGINT; then drain, release leases and exit 0."""
-    level = logging.getLevelNamesMapping().get(log_level.upper())
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}.get(
+        log_level.lower()
+    )
     if level is None:
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -96,6 +107,7 @@ def daemon_command(
         inbox_size=inbox_size,
         poll_seconds=poll_seconds,
         drain_seconds=drain_seconds,
+        max_attempts=max_attempts,
     )
     metrics = Metrics()
     parse_addr(metrics_addr)

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
 from cli.daemon import daemon_command
 from cli.demo import demo_command
+from cli.loadtest import loadtest_command
 from content.brief import parse_brief
 from errors import InvalidBrief, SagadError
 from store import migrate as migrations
@@ -28,6 +30,9 @@ app = typer.Typer(
 )
 app.command("run", help="Run the daemon in the foreground until SIGTERM or SIGINT.")(daemon_command)
 app.command("demo", help="Push the example briefs through a daemon and print each outcome.")(demo_command)
+app.command("loadtest", help="Drive daemons with a known mix of briefs; report throughput, latency, audit.")(
+    loadtest_command
+)
 
 
 @app.command("migrate")
@@ -38,6 +43,8 @@ def migrate_command(database_url: DatabaseUrl = None) -> None:
         migrations.upgrade(url)
     except SagadError as error:
         fail(str(error))
+    except DBAPIError as error:
+        fail(f"migration failed: {type(error.orig).__name__}: {error.orig}")
     except Exception as error:  # alembic and the driver raise many kinds; the user needs one line
         fail(f"migration failed: {type(error).__name__}: {error}")
     print(f"database migrated to {migrations.head_revision()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from errors import InvalidBrief
 
@@ -13,9 +13,18 @@ MAX_BRIEF_BYTES = 64 * 1024
 CHANNELS = ("blog", "email", "search", "social", "video")
 """The channels the pipeline can produce for; a brief naming another fails at normalize_brief."""
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-Word = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+def _storable(text: str) -> str:
+    if not text.strip():
+        raise ValueError("is blank")
+    if "\x00" in text:
+        raise ValueError("contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_storable)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_storable)]
+Word = Annotated[str, StringConstraints(min_length=1, max_length=40), AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):

@@ -30,12 +30,9 @@ def normalized(raw: Any) -> Brief:
         raise StepFailed(
             f"invalid brief: field 'channels': unknown channel {unknown[0]!r} (known: {', '.join(CHANNELS)})"
         )
-    client = _clean(brief.client)
-    if not client:
-        raise StepFailed("invalid brief: field 'client': blank")
     return brief.model_copy(
         update={
-            "client": client,
+            "client": _clean(brief.client),
             "product": _clean(brief.product),
             "audience": _clean(brief.audience),
             "key_message": _clean(brief.key_message),

@@ -71,6 +71,7 @@ class RunStatus:
     idempotency_key: str | None
     submitted_at: datetime
     started_at: datetime | None
+    failed_at: datetime | None
     finished_at: datetime | None
     lease_expires_at: datetime | None
 

@@ -58,7 +58,7 @@ _RELEASE = f"""
 
 _STATUS = """
     SELECT id, status, next_step, failed_step, attempts, last_error, claimed_by, lease_token,
-           idempotency_key, submitted_at, started_at, finished_at,
+           idempotency_key, submitted_at, started_at, failed_at, finished_at,
            CASE WHEN claimed_by IS NOT NULL THEN available_at END AS lease_expires_at
     FROM workflow_runs WHERE id = $1
 """
@@ -165,6 +165,7 @@ class RunStore:
             idempotency_key=row["idempotency_key"],
             submitted_at=row["submitted_at"],
             started_at=row["started_at"],
+            failed_at=row["failed_at"],
             finished_at=row["finished_at"],
             lease_expires_at=row["lease_expires_at"],
         )

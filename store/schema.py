@@ -62,6 +62,7 @@ workflow_runs = Table(
     Column("available_at", TIMESTAMP(timezone=True), nullable=True, server_default=func.now()),
     Column("submitted_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", TIMESTAMP(timezone=True), nullable=True),
+    Column("failed_at", TIMESTAMP(timezone=True), nullable=True),
     Column("finished_at", TIMESTAMP(timezone=True), nullable=True),
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(f"status IN {STATUSES!r}", name="status"),
@@ -77,6 +78,8 @@ workflow_runs = Table(
         postgresql_where=text("available_at IS NOT NULL"),
     ),
     Index("ix_workflow_runs_status", "status"),
+    # Each step's commit updates the run row; free room on the page keeps those updates HOT.
+    postgresql_with={"fillfactor": "70"},
 )
 
 

@@ -19,6 +19,7 @@ _ADVANCE = f"""
                       WHEN $6 THEN 'completed' ELSE 'running' END,
         failed_step = CASE WHEN h.failure IS NOT NULL THEN $7 END,
         last_error = h.failure,
+        failed_at = CASE WHEN h.failure IS NOT NULL THEN now() END,
         finished_at = CASE WHEN h.failure IS NULL AND $6 THEN now() END,
         claimed_by = CASE WHEN h.failure IS NULL AND $6 THEN NULL ELSE r.claimed_by END,
         available_at = CASE WHEN h.failure IS NULL AND $6 THEN NULL ELSE r.available_at END,

@@ -43,6 +43,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("started_at", postgresql.TIMESTAMP(timezone=True), nullable=True),
+        sa.Column("failed_at", postgresql.TIMESTAMP(timezone=True), nullable=True),
         sa.Column("finished_at", postgresql.TIMESTAMP(timezone=True), nullable=True),
         sa.Column("updated_at", postgresql.TIMESTAMP(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
@@ -61,6 +62,7 @@ def upgrade() -> None:
         sa.CheckConstraint("next_step BETWEEN 0 AND 5", name=op.f("ck_workflow_runs_next_step")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_runs")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_workflow_runs_idempotency_key")),
+        postgresql_with={"fillfactor": "70"},
     )
     op.create_index(
         "ix_workflow_runs_available_at",

@@ -151,6 +151,21 @@ def test_utf8_text_beyond_ascii_is_accepted() -> None:
     assert raw["client"] == "Café Œuvre 東京"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("client", "Acme\x00"),
+        ("key_message", "\x00"),
+        ("goals", ["aware\x00ness"]),
+        ("delivery", {"target": "cms", "destination": "a\x00"}),
+    ],
+)
+def test_nul_character_which_postgresql_cannot_store_is_rejected_naming_the_field(field: str, value: Any) -> None:
+    message = rejection(encoded(valid_brief(**{field: value})))
+    assert message.startswith(f"field '{field}")
+    assert "NUL" in message
+
+
 def test_hundred_thousand_nested_lists_are_an_invalid_brief() -> None:
     depth = 100_000
     message = rejection(b"[" * depth + b"]" * depth)
@@ -170,13 +185,10 @@ def test_nested_value_in_a_field_is_a_type_error_of_that_field() -> None:
     assert rejection(encoded(valid_brief(goals=nested))).startswith("field 'goals[0]': ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: json.loads raises ValueError (int max str digits) past parse_brief's JSONDecodeError",
-)
-def test_integer_with_too_many_digits_is_an_invalid_brief() -> None:
+def test_integer_with_more_digits_than_python_converts_is_an_invalid_brief() -> None:
+    # json.loads raises a plain ValueError here (int_max_str_digits), not a JSONDecodeError.
     data = b'{"budget_eur": ' + b"9" * 5000 + b"}"
-    assert "budget_eur" in rejection(data)
+    assert rejection(data).startswith("brief is not valid JSON: ")
 
 
 @pytest.mark.parametrize(

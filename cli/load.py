@@ -1,0 +1,106 @@
+"""The load generator: submits a mix of briefs built to end a known way, and follows them to the end."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from content.samples import Outcome, sample_brief
+from store.db import Database
+from store.records import RunId
+from store.runs import RunStore
+
+SUBMIT_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """How many runs of each outcome a load test submits."""
+
+    counts: dict[Outcome, int]
+
+    @classmethod
+    def of(cls, runs: int, fail_qc: float, fail_delivery: float, invalid: float) -> Mix:
+        failing = {
+            Outcome.QC_FAIL: round(runs * fail_qc),
+            Outcome.DELIVERY_FAIL: round(runs * fail_delivery),
+            Outcome.INVALID: round(runs * invalid),
+        }
+        completed = runs - sum(failing.values())
+        if completed < 0:
+            raise ValueError("--fail-qc, --fail-delivery and --invalid add up to more than 1")
+        return cls({Outcome.COMPLETED: completed, **failing})
+
+    def shuffled(self, seed: int = 0) -> list[Outcome]:
+        outcomes = [outcome for outcome, n in self.counts.items() for _ in range(n)]
+        random.Random(seed).shuffle(outcomes)
+        return outcomes
+
+    def expected_statuses(self) -> dict[str, int]:
+        completed = self.counts[Outcome.COMPLETED]
+        return {"completed": completed, "compensated": sum(self.counts.values()) - completed}
+
+
+@dataclass(slots=True)
+class Finished:
+    """One run's end, in database time."""
+
+    outcome: str
+    submitted_at: float
+    finished_at: float
+    failed_at: float | None
+
+    @property
+    def latency(self) -> float:
+        return self.finished_at - self.submitted_at
+
+
+@dataclass(slots=True)
+class Progress:
+    submitted: int = 0
+    finished: dict[RunId, Finished] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def counts(self) -> Counter[str]:
+        return Counter(f.outcome for f in self.finished.values())
+
+
+_FINISHED = """
+    SELECT id, status, extract(epoch FROM submitted_at)::float8 AS submitted,
+           extract(epoch FROM finished_at)::float8 AS finished, extract(epoch FROM failed_at)::float8 AS failed
+    FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'compensated')
+"""
+
+
+async def submit_all(
+    runs: RunStore, outcomes: list[Outcome], rate: float, progress: Progress, ids: list[RunId]
+) -> None:
+    """Submit every brief: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s (open loop)."""
+    started = time.monotonic()
+    batch = SUBMIT_BATCH if rate <= 0 else max(1, min(SUBMIT_BATCH, int(rate / 50)))
+    for start in range(0, len(outcomes), batch):
+        if rate > 0:
+            due = started + start / rate
+            await anyio.sleep(max(0.0, due - time.monotonic()))
+        chunk = [(sample_brief(o, start + n), None) for n, o in enumerate(outcomes[start : start + batch])]
+        results = await runs.submit_many(chunk)
+        ids.extend(run_id for run_id, _ in results)
+        progress.submitted += len(results)
+
+
+async def follow(db: Database, ids: list[RunId], total: int, progress: Progress, on_change: Callable[[], None]) -> None:
+    """Poll until all ``total`` runs are terminal, recording each one's end."""
+    while len(progress.finished) < total:
+        waiting = [run_id for run_id in ids if run_id not in progress.finished]
+        for start in range(0, len(waiting), 10_000):
+            for row in await db.fetch(_FINISHED, waiting[start : start + 10_000]):
+                progress.finished[RunId(row["id"])] = Finished(
+                    row["status"], row["submitted"], row["finished"], row["failed"]
+                )
+        on_change()
+        await anyio.sleep(0.25)
