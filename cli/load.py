@@ -103,4 +103,4 @@ async def follow(db: Database, ids: list[RunId], total: int, progress: Progress,
                     row["status"], row["submitted"], row["finished"], row["failed"]
                 )
         on_change()
-        await anyio.sleep(0.25)
+        await anyio.sleep(1.0 if len(progress.finished) < total * 0.9 else 0.2)

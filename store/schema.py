@@ -98,8 +98,10 @@ def _business_table(
     return Table(
         name,
         metadata,
-        # The primary key's leading run_id is the index on run_id.
-        Column("run_id", UUID(as_uuid=True), ForeignKey("workflow_runs.id"), primary_key=True),
+        # The primary key's leading run_id is the index on run_id. Only the root table references
+        # workflow_runs: its descendants reach the run through their parents' (run_id, id) keys,
+        # and every extra reference would lock the run row once per inserted row.
+        Column("run_id", UUID(as_uuid=True), *([] if parents else [ForeignKey("workflow_runs.id")]), primary_key=True),
         Column("id", UUID(as_uuid=True), primary_key=True),
         *fk_columns,
         *columns,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import cache
 
 from store.db import Database
 from store.fence import lease_arrays, locked_leases
 from store.records import Committed, Lease, Row, RunId, StepWrite, WorkerId
-from store.schema import STEPS, children_first
-from store.writes import delete_runs, insert_rows
+from store.schema import STEPS, children_first, tables_of_step
+from store.writes import column_arrays, delete_runs, insert_statement, written_columns
 
-_ADVANCE = f"""
-    WITH {locked_leases("r.status = 'running' AND r.next_step = $5", ", $4::text[]")}
+_ADVANCE = """
     UPDATE workflow_runs r SET
         next_step = CASE WHEN h.failure IS NULL THEN $5 + 1 ELSE r.next_step END,
         status = CASE WHEN h.failure IS NOT NULL THEN 'compensating'
@@ -26,8 +26,26 @@ _ADVANCE = f"""
         updated_at = now()
     FROM locked l JOIN held h ON h.id = l.id
     WHERE r.id = l.id
-    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age
+    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, h.failure IS NULL AS ok
 """
+_FENCE_PARAMS = 7
+
+
+@cache
+def step_statement(step: str) -> str:
+    """A step's whole commit as ONE statement (one round trip, atomic without BEGIN/COMMIT).
+
+    $1-$7 fence and advance the runs; then one array per column of each table the step writes,
+    inserted only for the runs the fence let through and that did not fail.
+    """
+    parts = [locked_leases("r.status = 'running' AND r.next_step = $5", ", $4::text[]"), f"advanced AS ({_ADVANCE})"]
+    param = _FENCE_PARAMS + 1
+    for table in tables_of_step(step):
+        insert = insert_statement(table.name, param, "SELECT id FROM advanced WHERE ok")
+        parts.append(f"insert_{table.name} AS ({insert})")
+        param += len(written_columns(table.name))
+    return f"WITH {', '.join(parts)} SELECT id, age FROM advanced"
+
 
 _FINISH_COMPENSATION = f"""
     WITH {locked_leases("r.status = 'compensating'")}
@@ -48,7 +66,7 @@ class StepStore:
         self._worker = worker
 
     async def commit_step(self, step: str, writes: Sequence[StepWrite]) -> Committed:
-        """One transaction: advance (or mark failed) every run still ours, insert the rows of those.
+        """One statement: advance (or mark failed) every run still ours, insert the rows of those.
 
         A run whose fence does not hold is left out, and none of its rows are written.
         """
@@ -56,16 +74,17 @@ class StepStore:
         ids, tokens = lease_arrays([w.lease for w in writes])
         failures = [w.failure for w in writes]
         is_last = index == len(STEPS) - 1
-        async with self._db.transaction() as conn:
-            owned_rows = await conn.fetch(_ADVANCE, ids, tokens, self._worker, failures, index, is_last, step)
-            owned = {RunId(row["id"]): row["age"] for row in owned_rows}
-            by_table: dict[str, list[Row]] = defaultdict(list)
-            for write in writes:
-                if write.failure is None and write.lease.run_id in owned:
-                    for table, rows in write.rows.items():
-                        by_table[table].extend(rows)
-            written = {table: await insert_rows(conn, table, rows) for table, rows in by_table.items()}
-        return Committed(owned=owned, rows=written)
+        by_table: dict[str, list[Row]] = defaultdict(list)
+        for write in writes:
+            if write.failure is None:
+                for table, rows in write.rows.items():
+                    by_table[table].extend(rows)
+        arrays = [array for t in tables_of_step(step) for array in column_arrays(t.name, by_table[t.name])]
+        async with self._db.connection() as conn:
+            owned_rows = await conn.fetch(
+                step_statement(step), ids, tokens, self._worker, failures, index, is_last, step, *arrays
+            )
+        return Committed(owned={RunId(row["id"]): row["age"] for row in owned_rows})
 
     async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed:
         """One transaction: mark the runs compensated and delete their rows, children first."""

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from functools import cache
 
 import asyncpg
-from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -17,31 +16,52 @@ from store.schema import metadata
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _written_columns(table: Table) -> list[str]:
-    return [c.name for c in table.columns if c.server_default is None]
-
-
 @cache
-def insert_statement(table_name: str) -> tuple[str, tuple[str, ...]]:
-    """``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``: one array per column.
+def insert_statement(table_name: str, first_param: int = 1, runs_from: str | None = None) -> str:
+    """``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``: one array parameter per column.
 
-    The conflict clause makes a re-run step a no-op: every key is derived from the run.
+    Parameters are numbered from ``first_param``; ``runs_from`` (a query returning run ids), when
+    given, keeps only the rows of those runs. The conflict clause makes a re-run step a no-op:
+    every key is derived from the run.
     """
     table = metadata.tables[table_name]
-    columns = _written_columns(table)
+    columns = written_columns(table_name)
     params, selects = [], []
-    for n, name in enumerate(columns, start=1):
+    for n, name in enumerate(columns, start=first_param):
         column_type = table.columns[name].type
         is_json = isinstance(column_type, JSONB)
         # JSON travels as text and is cast per element: asyncpg has no codec for jsonb[].
         params.append(f"${n}::{'TEXT' if is_json else column_type.compile(dialect=_DIALECT)}[]")
         selects.append(f"u.{name}::jsonb" if is_json else f"u.{name}")
-    statement = (
+    where = f" WHERE u.run_id IN ({runs_from})" if runs_from else ""
+    return (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"SELECT {', '.join(selects)} FROM unnest({', '.join(params)}) AS u({', '.join(columns)}) "
+        f"SELECT {', '.join(selects)} FROM unnest({', '.join(params)}) AS u({', '.join(columns)}){where} "
         "ON CONFLICT DO NOTHING"
     )
-    return statement, tuple(columns)
+
+
+@cache
+def written_columns(table_name: str) -> tuple[str, ...]:
+    """The columns an insert fills: all but those the server fills (``created_at``)."""
+    return tuple(c.name for c in metadata.tables[table_name].columns if c.server_default is None)
+
+
+@cache
+def _json_columns(table_name: str) -> frozenset[str]:
+    return frozenset(c.name for c in metadata.tables[table_name].columns if isinstance(c.type, JSONB))
+
+
+def column_arrays(table_name: str, rows: Sequence[Row]) -> list[list[object]]:
+    """The rows as one list per written column, in ``written_columns`` order."""
+    json_columns = _json_columns(table_name)
+    arrays: list[list[object]] = []
+    for name in written_columns(table_name):
+        values = [row[name] for row in rows]
+        if name in json_columns:
+            values = [json.dumps(v) for v in values]
+        arrays.append(values)
+    return arrays
 
 
 def _affected(status: str) -> int:
@@ -52,15 +72,7 @@ async def insert_rows(conn: asyncpg.Connection, table_name: str, rows: Sequence[
     """Insert ``rows`` into the table in one statement; returns how many were new."""
     if not rows:
         return 0
-    statement, columns = insert_statement(table_name)
-    table = metadata.tables[table_name]
-    arrays = []
-    for name in columns:
-        values = [row[name] for row in rows]
-        if isinstance(table.columns[name].type, JSONB):
-            values = [json.dumps(v) for v in values]
-        arrays.append(values)
-    return _affected(await conn.execute(statement, *arrays))
+    return _affected(await conn.execute(insert_statement(table_name), *column_arrays(table_name, rows)))
 
 
 async def delete_runs(conn: asyncpg.Connection, table_name: str, run_ids: Sequence[object]) -> int:

@@ -62,7 +62,7 @@ async def wait_terminal(db: Database, run_ids: Iterable[uuid.UUID], seconds: flo
             )
             if len(rows) == len(ids):
                 return {RunId(row["id"]): row["status"] for row in rows}
-            await anyio.sleep(0.02)
+            await anyio.sleep(0.1)
 
 
 @asynccontextmanager

@@ -103,9 +103,6 @@ def upgrade() -> None:
             ["onboarding_brief.run_id", "onboarding_brief.id"],
             name=op.f("fk_onboarding_intake_run_id_brief_id_onboarding_brief"),
         ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_onboarding_intake_run_id_workflow_runs")
-        ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_onboarding_intake")),
         info={"step": "normalize_brief"},
     )
@@ -128,9 +125,6 @@ def upgrade() -> None:
             ["run_id", "brief_id"],
             ["onboarding_brief.run_id", "onboarding_brief.id"],
             name=op.f("fk_strategy_document_run_id_brief_id_onboarding_brief"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_strategy_document_run_id_workflow_runs")
         ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_strategy_document")),
         info={"step": "generate_strategy"},
@@ -155,9 +149,6 @@ def upgrade() -> None:
             ["strategy_document.run_id", "strategy_document.id"],
             name=op.f("fk_production_drafts_run_id_strategy_id_strategy_document"),
         ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_production_drafts_run_id_workflow_runs")
-        ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_production_drafts")),
         info={"step": "generate_draft"},
     )
@@ -181,9 +172,6 @@ def upgrade() -> None:
             ["production_drafts.run_id", "production_drafts.id"],
             name=op.f("fk_delivery_packages_run_id_draft_id_production_drafts"),
         ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_delivery_packages_run_id_workflow_runs")
-        ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_delivery_packages")),
         info={"step": "deliver"},
     )
@@ -204,9 +192,6 @@ def upgrade() -> None:
             ["run_id", "draft_id"],
             ["production_drafts.run_id", "production_drafts.id"],
             name=op.f("fk_production_bundles_run_id_draft_id_production_drafts"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_production_bundles_run_id_workflow_runs")
         ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_production_bundles")),
         info={"step": "generate_draft"},
@@ -230,7 +215,6 @@ def upgrade() -> None:
             ["production_drafts.run_id", "production_drafts.id"],
             name=op.f("fk_qc_results_run_id_draft_id_production_drafts"),
         ),
-        sa.ForeignKeyConstraint(["run_id"], ["workflow_runs.id"], name=op.f("fk_qc_results_run_id_workflow_runs")),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_qc_results")),
         info={"step": "qc_evaluate"},
     )
@@ -248,9 +232,6 @@ def upgrade() -> None:
             ["run_id", "bundle_id"],
             ["production_bundles.run_id", "production_bundles.id"],
             name=op.f("fk_production_bundle_assets_run_id_bundle_id_production_bundles"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_production_bundle_assets_run_id_workflow_runs")
         ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_production_bundle_assets")),
         info={"step": "generate_draft"},
@@ -274,7 +255,6 @@ def upgrade() -> None:
             ["qc_results.run_id", "qc_results.id"],
             name=op.f("fk_qc_issues_run_id_qc_result_id_qc_results"),
         ),
-        sa.ForeignKeyConstraint(["run_id"], ["workflow_runs.id"], name=op.f("fk_qc_issues_run_id_workflow_runs")),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_qc_issues")),
         info={"step": "qc_evaluate"},
     )
@@ -296,9 +276,6 @@ def upgrade() -> None:
             ["run_id", "package_id"],
             ["delivery_packages.run_id", "delivery_packages.id"],
             name=op.f("fk_delivery_artifacts_run_id_package_id_delivery_packages"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["workflow_runs.id"], name=op.f("fk_delivery_artifacts_run_id_workflow_runs")
         ),
         sa.PrimaryKeyConstraint("run_id", "id", name=op.f("pk_delivery_artifacts")),
         info={"step": "deliver"},

@@ -1,0 +1,141 @@
+"""(b) The ceiling: the SQL sagad issues per run, replayed by a few asyncpg connections, no actors.
+
+Every run's rows are computed before the clock starts, so only the database work is timed: per
+claimed batch, the exact claim, one fenced group commit per step (``StepStore.commit_step``: the
+``_ADVANCE`` fence and the multi-row inserts) and one compensation transaction for the batch's
+failed runs (``StepStore.compensate``: ``_FINISH_COMPENSATION`` and children-first deletes).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from content import delivery, draft, normalize, qc, strategy
+from content.brief import Brief
+from content.samples import Outcome, sample_brief
+from errors import StepFailed
+from store.audit import audit_database
+from store.db import Database
+from store.records import Lease, Row, RunId, StepWrite, WorkerId
+from store.runs import RunStore
+from store.schema import STEPS, tables_of_step
+from store.steps import StepStore
+
+Generator = Callable[[uuid.UUID, Brief], dict[str, list[Row]]]
+GENERATORS: tuple[Generator, ...] = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
+SUBMIT_BATCH = 200
+LEASE_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """A run's rows for each step it passes, and why it fails at the next one (if it does)."""
+
+    steps: tuple[dict[str, list[Row]], ...]
+    failure: str | None
+
+    def write(self, index: int, lease: Lease) -> StepWrite:
+        if index < len(self.steps):
+            return StepWrite(lease, rows=self.steps[index])
+        assert self.failure is not None
+        return StepWrite(lease, failure=self.failure)
+
+
+def plan_run(run_id: uuid.UUID, raw_brief: Any) -> PlannedRun:
+    """What sagad's step actors would write for this run, computed up front."""
+    steps: list[dict[str, list[Row]]] = []
+    try:
+        brief = normalize.normalized(raw_brief)
+    except StepFailed as failure:
+        return PlannedRun((), f"{STEPS[0]}: {failure}")
+    for step, generate in zip(STEPS, GENERATORS, strict=True):
+        try:
+            steps.append(generate(run_id, brief))
+        except StepFailed as failure:
+            return PlannedRun(tuple(steps), f"{step}: {failure}")
+    return PlannedRun(tuple(steps), None)
+
+
+@dataclass(slots=True)
+class CeilingResult:
+    """How long the replay took, and what it did."""
+
+    runs: int
+    seconds: float = 0.0
+    connections: int = 0
+    transactions: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    audit_clean: bool = False
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.runs / self.seconds if self.seconds else 0.0
+
+
+def _compensated_tables(last_failed_step: int) -> frozenset[str]:
+    """Every table of the steps up to the latest one that failed: what sagad's relays collect."""
+    return frozenset(t.name for step in STEPS[: last_failed_step + 1] for t in tables_of_step(step))
+
+
+async def _run_batch(
+    store: StepStore, leases: Sequence[Lease], plans: dict[RunId, PlannedRun], result: CeilingResult
+) -> None:
+    alive = list(leases)
+    failed: list[Lease] = []
+    last_failed_step = 0
+    for index, step in enumerate(STEPS):
+        if not alive:
+            break
+        writes = [plans[lease.run_id].write(index, lease) for lease in alive]
+        committed = await store.commit_step(step, writes)
+        result.transactions += 1
+        owned = [w for w in writes if w.lease.run_id in committed.owned]
+        alive = [w.lease for w in owned if w.failure is None]
+        if len(alive) < len(owned):
+            failed += [w.lease for w in owned if w.failure is not None]
+            last_failed_step = index
+    if failed:
+        await store.compensate(failed, _compensated_tables(last_failed_step))
+        result.transactions += 1
+
+
+async def _drain(
+    db: Database, worker: WorkerId, plans: dict[RunId, PlannedRun], batch: int, result: CeilingResult
+) -> None:
+    """Claim and carry batches until no run is left to claim."""
+    runs, steps = RunStore(db), StepStore(db, worker)
+    while claimed := await runs.claim(worker, batch, LEASE_SECONDS):
+        result.transactions += 1
+        await _run_batch(steps, [run.lease for run in claimed], plans, result)
+
+
+async def measure_ceiling(
+    url: str, outcomes: Sequence[Outcome], *, connections: int = 5, batch: int = 100
+) -> CeilingResult:
+    """Submit and plan every run (untimed), then time ``connections`` loops carrying them all to the end."""
+    db = await Database.connect(url, max_size=connections)
+    try:
+        runs = RunStore(db)
+        plans: dict[RunId, PlannedRun] = {}
+        for start in range(0, len(outcomes), SUBMIT_BATCH):
+            briefs = [sample_brief(o, start + n) for n, o in enumerate(outcomes[start : start + SUBMIT_BATCH])]
+            submitted = await runs.submit_many([(brief, None) for brief in briefs])
+            for (run_id, _), brief in zip(submitted, briefs, strict=True):
+                plans[run_id] = plan_run(run_id, brief)
+        result = CeilingResult(runs=len(outcomes), connections=connections)
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for n in range(connections):
+                tg.start_soon(_drain, db, WorkerId(f"ceiling-{n}"), plans, batch, result)
+        result.seconds = time.perf_counter() - started
+        result.outcomes = await runs.count_by_status()
+        result.audit_clean = (await audit_database(db)).clean
+        return result
+    finally:
+        await db.close()
