@@ -71,7 +71,7 @@ class StepActor:
     @staticmethod
     def _normalized(work: StepWork) -> StepWork:
         """The brief is validated once per run in this daemon, then travels normalized."""
-        if isinstance(work.brief, Brief):
+        if type(work.brief) is Brief:
             return work
         try:
             return StepWork(work.lease, normalized(work.brief))
@@ -80,7 +80,7 @@ class StepActor:
 
     def _write(self, work: StepWork) -> StepWrite:
         try:
-            brief = work.brief if isinstance(work.brief, Brief) else normalized(work.brief)
+            brief = work.brief if type(work.brief) is Brief else normalized(work.brief)
             return StepWrite(work.lease, rows=self.generate(work.lease.run_id, brief))
         except StepFailed as failure:
             return StepWrite(work.lease, failure=f"{self.step}: {failure}")

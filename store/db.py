@@ -47,13 +47,36 @@ def translate(exc: BaseException) -> DatabaseError | None:
         if state == "42P01":  # undefined table
             return SchemaNotReady(f"the database is not migrated ({exc}); run `sagad migrate`")
         return PermanentDatabaseError(f"{type(exc).__name__} [{state}]: {exc}")
-    if isinstance(exc, (asyncpg.InterfaceError, OSError, TimeoutError)):
+    # InternalClientError: the driver found a connection in a state it cannot use; a fresh one can.
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError, TimeoutError)):
         return TransientDatabaseError(f"{type(exc).__name__}: {exc}")
     return None
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _skip_session_reset(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: sagad never changes session state.
+
+    No settings, advisory locks or cursors, and the submission listener unlistens itself; the
+    driver's default reset would add a round trip to every statement. The pool still rolls back
+    an unfinished transaction, and ``_acquired`` never returns a connection that saw an error.
+    """
+
+
+@asynccontextmanager
+async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except BaseException as exc:
+            # A server error leaves the protocol ready for the next statement; anything else
+            # (connection lost, cancelled mid-statement) may not, so the connection goes.
+            if not isinstance(exc, asyncpg.PostgresError) and not conn.is_closed():
+                conn.terminate()
+            raise
 
 
 class Database:
@@ -68,7 +91,7 @@ class Database:
         dsn = asyncpg_dsn(url)
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=60
+                dsn, min_size=1, max_size=max_size, init=_init_connection, reset=_skip_session_reset, command_timeout=60
             )
         except Exception as exc:
             mapped = translate(exc)
@@ -84,7 +107,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with _acquired(self._pool) as conn, conn.transaction():
                 yield conn
         except Exception as exc:
             mapped = translate(exc)
@@ -96,7 +119,7 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection outside any transaction (LISTEN, read-only queries)."""
         try:
-            async with self._pool.acquire() as conn:
+            async with _acquired(self._pool) as conn:
                 yield conn
         except Exception as exc:
             mapped = translate(exc)

@@ -113,8 +113,7 @@ class RunStore:
 
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
-        async with self._db.transaction() as conn:
-            rows = await conn.fetch(_CLAIM, worker, limit, lease_seconds)
+        rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds)  # one statement: atomic alone
         return [
             ClaimedRun(
                 lease=Lease(RunId(row["id"]), LeaseToken(row["lease_token"])),
@@ -133,8 +132,7 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        async with self._db.transaction() as conn:
-            rows = await conn.fetch(_RENEW, ids, tokens, worker, lease_seconds)
+        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds)
         return {RunId(row["id"]) for row in rows}
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
@@ -142,8 +140,7 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        async with self._db.transaction() as conn:
-            rows = await conn.fetch(_RELEASE, ids, tokens, worker)
+        rows = await self._db.fetch(_RELEASE, ids, tokens, worker)
         return {RunId(row["id"]) for row in rows}
 
     async def status(self, run_id: RunId) -> RunStatus | None:
