@@ -106,18 +106,12 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
-        try:
-            async with _acquired(self._pool) as conn, conn.transaction():
-                yield conn
-        except Exception as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        async with self.connection() as conn, conn.transaction():
+            yield conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection outside any transaction (LISTEN, read-only queries)."""
+        """A connection outside any transaction (single statements, LISTEN)."""
         try:
             async with _acquired(self._pool) as conn:
                 yield conn
