@@ -100,8 +100,8 @@ class Claimer:
                     failed.append(replace(run, status="compensating", failed_step=step, last_error=write.failure))
                 else:
                     self._ledger.drop([run.lease])
-        self._metrics.poison_runs.inc(len(poison))
-        log.warning("failing %d poison runs", len(poison))
+        self._metrics.poison_runs.inc(len(failed))
+        log.warning("failed %d poison runs", len(failed))
         return [r for r in claimed if r not in poison] + failed
 
     async def _route(

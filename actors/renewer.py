@@ -53,9 +53,9 @@ class Renewer:
         missing = [lease for lease in leases if lease.run_id not in renewed]
         if not missing:
             return
-        # A run that finished since the snapshot was not renewed either; only active ones are lost.
-        active = await self._store.still_active([lease.run_id for lease in missing])
-        lost = [lease for lease in missing if lease.run_id in active and self._ledger.holds(lease)]
+        # A run finished under this lease since the snapshot was not renewed either; it is not lost.
+        taken = await self._store.taken_over(self._worker, missing)
+        lost = [lease for lease in missing if lease.run_id in taken and self._ledger.holds(lease)]
         if lost:
             log.warning("lost %d leases to other daemons", len(lost))
             self._metrics.lease_renewals.labels("lost").inc(len(lost))

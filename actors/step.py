@@ -26,6 +26,11 @@ from store.schema import STEPS, tables_of_step
 log = logging.getLogger(__name__)
 
 
+def _bounded(reason: str, limit: int = 2000) -> str:
+    """A failure reason short enough to keep on the run, however much the input said."""
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
 class StepActor:
     """One pipeline step. Subclasses name the step and say which rows it writes for a run."""
 
@@ -83,7 +88,7 @@ class StepActor:
             brief = work.brief if type(work.brief) is Brief else normalized(work.brief)
             return StepWrite(work.lease, rows=self.generate(work.lease.run_id, brief))
         except StepFailed as failure:
-            return StepWrite(work.lease, failure=f"{self.step}: {failure}")
+            return StepWrite(work.lease, failure=_bounded(f"{self.step}: {failure}"))
         except Exception as bug:  # a generator bug fails this run only, never the batch
             log.exception("step %s raised for run %s", self.step, work.lease.run_id)
             return StepWrite(work.lease, failure=f"{self.step}: {type(bug).__name__}: {bug}")

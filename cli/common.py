@@ -9,9 +9,11 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from errors import SagadError
-from store.db import Database
+from store import migrate
+from store.db import Database, redact
 from store.embedded import embedded_url
 from store.migrate import ensure_migrated
 
@@ -28,6 +30,22 @@ DatabaseUrl = Annotated[
 
 def resolve_url(url: str | None) -> str:
     return url if url else embedded_url()
+
+
+def apply_migrations(url: str | None) -> str:
+    """Migrate the configured database; any failure ends the command with one line. Returns the URL."""
+    try:
+        resolved = resolve_url(url)
+        migrate.upgrade(resolved)
+    except SagadError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot connect to {redact(resolved)}: {type(error).__name__}: {error}")
+    except DBAPIError as error:
+        fail(f"migration failed: {type(error.orig).__name__}: {error.orig}")
+    except Exception as error:  # alembic and the driver raise many kinds; the user needs one line
+        fail(f"migration failed: {type(error).__name__}: {error}")
+    return resolved
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

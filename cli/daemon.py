@@ -99,6 +99,8 @@ def daemon_command(
     if level is None:
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if worker_id is not None and not (0 < len(worker_id) <= 200 and worker_id.isprintable()):
+        fail("--worker-id must be 1 to 200 printable characters")
     settings = Settings(
         worker_id=WorkerId(worker_id or f"{socket.gethostname()}-{os.getpid()}"),
         lease_seconds=lease_seconds,

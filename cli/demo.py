@@ -8,11 +8,10 @@ from typing import Annotated
 import anyio
 import typer
 
-from cli.common import DatabaseUrl, migrated_database, resolve_url, run_async
+from cli.common import DatabaseUrl, apply_migrations, migrated_database, run_async
 from content.brief import parse_brief
 from errors import InvalidBrief
 from metrics import Metrics
-from store import migrate
 from store.records import RunId, WorkerId
 from store.runs import RunStore
 from supervisor import Settings, Supervisor
@@ -37,8 +36,7 @@ def demo_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Migrate, start a daemon in this process, submit every brief in EXAMPLES, print how each ends."""
-    url = resolve_url(database_url)
-    migrate.upgrade(url)
+    url = apply_migrations(database_url)
 
     async def main() -> None:
         async with migrated_database(url) as db:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from content.samples import Outcome, sample_brief
-from store.db import Database
-from store.records import RunId
+from store.records import RunEnd, RunId
 from store.runs import RunStore
 
 SUBMIT_BATCH = 200
@@ -47,34 +46,13 @@ class Mix:
 
 
 @dataclass(slots=True)
-class Finished:
-    """One run's end, in database time."""
-
-    outcome: str
-    submitted_at: float
-    finished_at: float
-    failed_at: float | None
-
-    @property
-    def latency(self) -> float:
-        return self.finished_at - self.submitted_at
-
-
-@dataclass(slots=True)
 class Progress:
     submitted: int = 0
-    finished: dict[RunId, Finished] = field(default_factory=dict)
+    finished: dict[RunId, RunEnd] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def counts(self) -> Counter[str]:
         return Counter(f.outcome for f in self.finished.values())
-
-
-_FINISHED = """
-    SELECT id, status, extract(epoch FROM submitted_at)::float8 AS submitted,
-           extract(epoch FROM finished_at)::float8 AS finished, extract(epoch FROM failed_at)::float8 AS failed
-    FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'compensated')
-"""
 
 
 async def submit_all(
@@ -93,14 +71,13 @@ async def submit_all(
         progress.submitted += len(results)
 
 
-async def follow(db: Database, ids: list[RunId], total: int, progress: Progress, on_change: Callable[[], None]) -> None:
+async def follow(
+    runs: RunStore, ids: list[RunId], total: int, progress: Progress, on_change: Callable[[], None]
+) -> None:
     """Poll until all ``total`` runs are terminal, recording each one's end."""
     while len(progress.finished) < total:
         waiting = [run_id for run_id in ids if run_id not in progress.finished]
         for start in range(0, len(waiting), 10_000):
-            for row in await db.fetch(_FINISHED, waiting[start : start + 10_000]):
-                progress.finished[RunId(row["id"])] = Finished(
-                    row["status"], row["submitted"], row["finished"], row["failed"]
-                )
+            progress.finished.update(await runs.ends(waiting[start : start + 10_000]))
         on_change()
         await anyio.sleep(1.0 if len(progress.finished) < total * 0.9 else 0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import sys
 import time
@@ -28,8 +29,9 @@ from store.runs import RunStore
 Fraction = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 
-def _daemon_command(url: str, n: int, options: list[str]) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "run", "--database-url", url, "--worker-id", f"loadtest-{n}",
+def _daemon_command(n: int, options: list[str]) -> list[str]:
+    # The URL goes through the environment: a command line (and its password) is visible to `ps`.
+    return [sys.executable, "-m", "cli.main", "run", "--worker-id", f"loadtest-{n}",
             "--metrics-addr", "127.0.0.1:0", *options]  # fmt: skip
 
 
@@ -45,7 +47,8 @@ async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIter
             await log.write_bytes(b"")
             async with await anyio.open_file(log, "ab") as out:
                 fd = out.wrapped.fileno()
-                processes.append(await anyio.open_process(_daemon_command(url, n, options), stdout=fd, stderr=fd))
+                env = {**os.environ, "SAGAD_DATABASE_URL": url}
+                processes.append(await anyio.open_process(_daemon_command(n, options), stdout=fd, stderr=fd, env=env))
             await _wait_running(processes[-1], log)
         yield processes
     finally:
@@ -158,7 +161,7 @@ def loadtest_command(
                 with anyio.move_on_after(timeout):
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(submit_all, store, mix.shuffled(), rate, progress, ids)
-                        await follow(db, ids, runs, progress, show)
+                        await follow(store, ids, runs, progress, show)
             audit = await audit_database(db)
         report = LoadReport.build(mix, list(progress.finished.values()), audit)
         print(json.dumps(report.as_dict(), indent=2) if as_json else report.render())

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
-from cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
+from cli.common import DatabaseUrl, apply_migrations, fail, migrated_database, run_async
 from cli.daemon import daemon_command
 from cli.demo import demo_command
 from cli.loadtest import loadtest_command
-from content.brief import parse_brief
-from errors import InvalidBrief, SagadError
+from content.brief import MAX_BRIEF_BYTES, parse_brief
+from errors import InvalidBrief
 from store import migrate as migrations
 from store.audit import audit_database
 from store.records import RunId
@@ -38,23 +37,8 @@ app.command("loadtest", help="Drive daemons with a known mix of briefs; report t
 @app.command("migrate")
 def migrate_command(database_url: DatabaseUrl = None) -> None:
     """Apply the database migrations (safe to run again)."""
-    url = resolve_url(database_url) if database_url else _embedded_or_fail()
-    try:
-        migrations.upgrade(url)
-    except SagadError as error:
-        fail(str(error))
-    except DBAPIError as error:
-        fail(f"migration failed: {type(error.orig).__name__}: {error.orig}")
-    except Exception as error:  # alembic and the driver raise many kinds; the user needs one line
-        fail(f"migration failed: {type(error).__name__}: {error}")
+    apply_migrations(database_url)
     print(f"database migrated to {migrations.head_revision()}")
-
-
-def _embedded_or_fail() -> str:
-    try:
-        return resolve_url(None)
-    except SagadError as error:
-        fail(str(error))
 
 
 @app.command("submit")
@@ -71,15 +55,22 @@ def submit_command(
 ) -> None:
     """Submit one brief and print its run id."""
     try:
-        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        # Never more than one byte past the limit: /dev/zero must not fill the memory.
+        if file == "-":
+            data = sys.stdin.buffer.read(MAX_BRIEF_BYTES + 1)
+        else:
+            with Path(file).open("rb") as brief_file:
+                data = brief_file.read(MAX_BRIEF_BYTES + 1)
     except OSError as error:
         fail(f"cannot read the brief: {error.strerror}: {file}")
+    if len(data) > MAX_BRIEF_BYTES:
+        fail(f"invalid brief: brief is over the {MAX_BRIEF_BYTES}-byte limit")
     try:
         _, raw = parse_brief(data)
     except InvalidBrief as error:
         fail(f"invalid brief: {error}")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
-        fail("--idempotency-key must be 1 to 200 characters")
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200 and idempotency_key.isprintable()):
+        fail("--idempotency-key must be 1 to 200 printable characters")
 
     async def main() -> None:
         async with migrated_database(database_url, max_size=1) as db:
@@ -116,7 +107,9 @@ def status_command(
 def audit_command(
     grace_seconds: Annotated[
         float,
-        typer.Option(envvar="SAGAD_AUDIT_GRACE_SECONDS", min=0, help="How long past its lease a run may be."),
+        typer.Option(
+            envvar="SAGAD_AUDIT_GRACE_SECONDS", min=0, max=31_536_000, help="How long past its lease a run may be."
+        ),
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", envvar="SAGAD_AUDIT_JSON", help="Print JSON.")] = False,
     database_url: DatabaseUrl = None,

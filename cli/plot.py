@@ -9,11 +9,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 
-from cli.load import Finished
 from cli.report import percentiles
+from store.records import RunEnd
 
 
-def draw(finished: list[Finished], path: Path) -> None:
+def draw(finished: list[RunEnd], path: Path) -> None:
     if not finished:
         return
     start = min(f.submitted_at for f in finished)

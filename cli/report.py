@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from cli.load import Finished, Mix
-from store.records import AuditReport
+from cli.load import Mix
+from store.records import AuditReport, RunEnd
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -34,7 +34,7 @@ class LoadReport:
     audit: AuditReport
 
     @classmethod
-    def build(cls, mix: Mix, finished: list[Finished], audit: AuditReport) -> LoadReport:
+    def build(cls, mix: Mix, finished: list[RunEnd], audit: AuditReport) -> LoadReport:
         runs = sum(mix.counts.values())
         seconds = 0.0
         if finished:

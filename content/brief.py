@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from errors import InvalidBrief
 
 MAX_BRIEF_BYTES = 64 * 1024
+_MAX_REPORTED = 10
 CHANNELS = ("blog", "email", "search", "social", "video")
 """The channels the pipeline can produce for; a brief naming another fails at normalize_brief."""
 
@@ -63,9 +64,13 @@ def _field(loc: tuple[int | str, ...]) -> str:
 def describe(error: ValidationError) -> str:
     """One line per broken field, each naming the field."""
     lines = []
-    for item in error.errors(include_url=False):
-        where = _field(tuple(item["loc"]))
+    errors = error.errors(include_url=False)
+    for item in errors[:_MAX_REPORTED]:
+        # json.dumps escapes line breaks and control characters in field names taken from the input.
+        where = json.dumps(_field(tuple(item["loc"])))[1:-1]
         lines.append(f"field '{where}': {item['msg']}" if where else f"brief: {item['msg']}")
+    if len(errors) > _MAX_REPORTED:
+        lines.append(f"and {len(errors) - _MAX_REPORTED} more")
     return "; ".join(lines)
 
 
@@ -77,6 +82,18 @@ def validate_brief(raw: Any) -> Brief:
         raise InvalidBrief(describe(exc)) from None
 
 
+def load_json(text: str) -> Any:
+    """Decode JSON text, or InvalidBrief saying why it cannot be read."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidBrief(f"brief is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidBrief("brief is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise InvalidBrief(f"brief is not valid JSON: {exc}") from None
+
+
 def parse_brief(data: bytes) -> tuple[Brief, Any]:
     """Bytes as submitted become a brief and its JSON value, or InvalidBrief saying what is wrong."""
     if len(data) > MAX_BRIEF_BYTES:
@@ -85,14 +102,7 @@ def parse_brief(data: bytes) -> tuple[Brief, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidBrief(f"brief is not UTF-8 text: byte {data[exc.start]:#04x} at offset {exc.start}") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidBrief(f"brief is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise InvalidBrief("brief is nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer past Python's digit limit
-        raise InvalidBrief(f"brief is not valid JSON: {exc}") from None
+    raw = load_json(text)
     if not isinstance(raw, dict):
         raise InvalidBrief(f"brief must be a JSON object, not {type(raw).__name__}")
     return validate_brief(raw), raw

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from content.brief import CHANNELS, Brief, validate_brief
+from content.brief import CHANNELS, Brief, load_json, validate_brief
 from content.keys import row_id
 from errors import InvalidBrief, StepFailed
 from store.records import Row
@@ -18,10 +18,12 @@ def _clean(text: str) -> str:
 def normalized(raw: Any) -> Brief:
     """The brief with whitespace collapsed and goals and channels lower-cased and de-duplicated.
 
+    ``raw`` is decoded JSON, or JSON text as stored.
+
     Raises StepFailed naming the field when the brief is malformed or names an unknown channel.
     """
     try:
-        brief = validate_brief(raw)
+        brief = validate_brief(load_json(raw) if isinstance(raw, str) else raw)
     except InvalidBrief as exc:
         raise StepFailed(f"invalid brief: {exc}") from None
     channels = list(dict.fromkeys(_clean(c).lower() for c in brief.channels))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from store.db import Database
 from store.records import AuditFinding, AuditReport
 from store.schema import BUSINESS_TABLES, STEPS
@@ -9,8 +11,8 @@ from store.schema import BUSINESS_TABLES, STEPS
 _EXAMPLES = 5
 
 
-def _checks(grace_seconds: float) -> list[tuple[str, str]]:
-    """(invariant, query returning one text column per violation)."""
+def _checks() -> list[tuple[str, str]]:
+    """(invariant, query returning one text column per violation; $1 is the grace in seconds)."""
     checks: list[tuple[str, str]] = []
     for table in BUSINESS_TABLES:
         step = STEPS.index(table.info["step"])
@@ -34,7 +36,7 @@ def _checks(grace_seconds: float) -> list[tuple[str, str]]:
             "no run stuck past its lease",
             "SELECT id::text || ' held by ' || claimed_by || ' since ' || available_at::text "
             "FROM workflow_runs WHERE claimed_by IS NOT NULL "
-            f"AND available_at < now() - make_interval(secs => {float(grace_seconds)})",
+            "AND available_at < now() - make_interval(secs => $1::float8)",
         ),
         (
             "terminal runs hold no lease",
@@ -50,11 +52,21 @@ def _checks(grace_seconds: float) -> list[tuple[str, str]]:
     return checks
 
 
+_LONGEST_GRACE = 100 * 365 * 86400.0
+
+
 async def audit_database(db: Database, *, grace_seconds: float = 0.0) -> AuditReport:
     """Run every check; a clean report means no orphan rows and no stuck runs."""
+    if math.isnan(grace_seconds) or grace_seconds < 0:
+        raise ValueError(f"grace_seconds must be a number >= 0, not {grace_seconds}")
+    grace_seconds = min(grace_seconds, _LONGEST_GRACE)  # PostgreSQL intervals stop short of infinity
     findings = []
-    for invariant, query in _checks(grace_seconds):
-        rows = await db.fetch(f"SELECT v, count(*) OVER () FROM ({query}) AS q(v) LIMIT {_EXAMPLES}")
+    for invariant, query in _checks():
+        uses_grace = "$1" in query
+        rows = await db.fetch(
+            f"SELECT v, count(*) OVER () FROM ({query}) AS q(v) LIMIT {_EXAMPLES}",
+            *([grace_seconds] if uses_grace else []),
+        )
         if rows:
             findings.append(AuditFinding(invariant, int(rows[0][1]), tuple(str(row[0]) for row in rows)))
     counts = {

@@ -20,9 +20,12 @@ _TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
 def redact(url: str) -> str:
     """The URL with its password masked, for messages and logs."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:
         return "<unparsable database URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -66,6 +69,14 @@ async def _skip_session_reset(conn: asyncpg.Connection) -> None:
     """
 
 
+def _is_closed(conn: asyncpg.Connection) -> bool:
+    """Closed, or already detached from its pool by the driver after the connection died."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
 @asynccontextmanager
 async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     async with pool.acquire() as conn:
@@ -74,7 +85,7 @@ async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         except BaseException as exc:
             # A server error leaves the protocol ready for the next statement; anything else
             # (connection lost, cancelled mid-statement) may not, so the connection goes.
-            if not isinstance(exc, asyncpg.PostgresError) and not conn.is_closed():
+            if not isinstance(exc, asyncpg.PostgresError) and not _is_closed(conn):
                 conn.terminate()
             raise
 
@@ -95,7 +106,7 @@ class Database:
             )
         except Exception as exc:
             mapped = translate(exc)
-            if mapped is None and not isinstance(exc, (ValueError, asyncpg.PostgresError)):
+            if mapped is None and not isinstance(exc, (ValueError, OverflowError, asyncpg.PostgresError)):
                 raise
             raise ConfigError(f"cannot connect to {redact(url)}: {type(exc).__name__}: {exc}") from None
         return cls(pool, url)

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from store.records import Lease
 
 
-def locked_leases(where: str, extra_columns: str = "") -> str:
+def locked_leases(where: str, extra_columns: str = "", *, skip_locked: bool = False) -> str:
     """CTEs ``held`` (from $1 ids, $2 tokens, $3 worker) and ``locked`` (the rows the fence lets through).
 
     ``extra_columns`` names more unnest inputs, e.g. ``", $4::text[]"`` with alias ``failure``.
+    ``skip_locked`` passes over rows another transaction holds, instead of waiting for them.
     """
     extra_alias = ", failure" if extra_columns else ""
     return f"""
@@ -26,7 +27,7 @@ def locked_leases(where: str, extra_columns: str = "") -> str:
             SELECT r.id FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
             WHERE r.claimed_by = $3 AND ({where})
             ORDER BY r.id
-            FOR NO KEY UPDATE OF r
+            FOR NO KEY UPDATE OF r{" SKIP LOCKED" if skip_locked else ""}
         )"""
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from errors import TransientDatabaseError
-from store.db import Database
+from store.db import Database, _is_closed
 from store.runs import SUBMITTED_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class SubmissionListener:
                     try:
                         await closed.wait()
                     finally:
-                        if not conn.is_closed():
+                        if not _is_closed(conn):
                             with anyio.CancelScope(shield=True):
                                 await conn.remove_listener(SUBMITTED_CHANNEL, self._notified)
             except TransientDatabaseError as error:

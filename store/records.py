@@ -32,7 +32,8 @@ class ClaimedRun:
     next_step: int
     failed_step: str | None
     last_error: str | None
-    brief: Any
+    brief: str
+    """The stored brief as JSON text: each run decodes its own, so one that Python cannot read fails alone."""
     attempts: int
 
 
@@ -54,6 +55,20 @@ class Committed:
 
     rows: dict[str, int] = field(default_factory=dict)
     """Rows written (or deleted, for a compensation) per table."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How and when a run ended, in database time (seconds since the epoch)."""
+
+    outcome: str
+    submitted_at: float
+    finished_at: float
+    failed_at: float | None
+
+    @property
+    def latency(self) -> float:
+        return self.finished_at - self.submitted_at
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from store.db import Database
 from store.fence import lease_arrays, locked_leases
-from store.records import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId
+from store.records import ClaimedRun, Lease, LeaseToken, RunEnd, RunId, RunStatus, WorkerId
 from store.schema import STEPS
 
 SUBMITTED_CHANNEL = "sagad_submitted"
@@ -39,7 +39,8 @@ _CLAIM = """
         updated_at = now()
     FROM candidates c
     WHERE r.id = c.id
-    RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief, r.attempts
+    RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
+              r.attempts
 """
 
 _RENEW = f"""
@@ -49,11 +50,19 @@ _RENEW = f"""
     RETURNING r.id
 """
 
+# Skip what is locked: one stuck row must not keep a stopping daemon from giving back the rest.
 _RELEASE = f"""
-    WITH {locked_leases("r.status IN ('running', 'compensating')")}
+    WITH {locked_leases("r.status IN ('running', 'compensating')", skip_locked=True)}
     UPDATE workflow_runs r SET claimed_by = NULL, available_at = now(), updated_at = now()
     FROM locked l WHERE r.id = l.id
     RETURNING r.id
+"""
+
+# A run finished under this lease keeps its token; a newer claim always has a higher one.
+_TAKEN_OVER = """
+    SELECT r.id FROM workflow_runs r JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token) ON h.id = r.id
+    WHERE r.lease_token <> h.token
+       OR (r.status IN ('running', 'compensating') AND r.claimed_by IS DISTINCT FROM $3)
 """
 
 _STATUS = """
@@ -61,6 +70,12 @@ _STATUS = """
            idempotency_key, submitted_at, started_at, failed_at, finished_at,
            CASE WHEN claimed_by IS NOT NULL THEN available_at END AS lease_expires_at
     FROM workflow_runs WHERE id = $1
+"""
+
+_ENDS = """
+    SELECT id, status, extract(epoch FROM submitted_at)::float8 AS submitted,
+           extract(epoch FROM finished_at)::float8 AS finished, extract(epoch FROM failed_at)::float8 AS failed
+    FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'compensated')
 """
 
 _COUNTS = """
@@ -167,6 +182,13 @@ class RunStore:
             lease_expires_at=row["lease_expires_at"],
         )
 
+    async def ends(self, run_ids: Sequence[RunId]) -> dict[RunId, RunEnd]:
+        """Of these runs, the ones that ended, and how."""
+        return {
+            RunId(row["id"]): RunEnd(row["status"], row["submitted"], row["finished"], row["failed"])
+            for row in await self._db.fetch(_ENDS, list(run_ids))
+        }
+
     async def count_by_status(self) -> dict[str, int]:
         return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS)}
 
@@ -174,10 +196,10 @@ class RunStore:
         rows = await self._db.fetch(_OVERDUE, grace_seconds)
         return int(rows[0][0])
 
-    async def still_active(self, run_ids: Sequence[RunId]) -> set[RunId]:
-        """Of these runs, the ones not yet terminal."""
-        rows = await self._db.fetch(
-            "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status IN ('running', 'compensating')",
-            list(run_ids),
-        )
+    async def taken_over(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
+        """Of these leases, the runs another daemon has claimed since (or that were given back)."""
+        if not leases:
+            return set()
+        ids, tokens = lease_arrays(leases)
+        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker)
         return {RunId(row["id"]) for row in rows}

@@ -30,6 +30,15 @@ _ADVANCE = """
 """
 _FENCE_PARAMS = 7
 
+# A retry after a connection was lost may find its first attempt committed: the run is already
+# past this step (or failed at it) under this very lease. It is ours to hand on, not a lost lease.
+_ALREADY_PAST_STEP = """
+    SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age
+    FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
+    WHERE (r.claimed_by = $3 AND (r.next_step > $5 OR (r.status = 'compensating' AND r.failed_step = $7)))
+       OR (r.status = 'completed' AND $6)
+"""
+
 
 @cache
 def step_statement(step: str) -> str:
@@ -44,7 +53,7 @@ def step_statement(step: str) -> str:
         insert = insert_statement(table.name, param, "SELECT id FROM advanced WHERE ok")
         parts.append(f"insert_{table.name} AS ({insert})")
         param += len(written_columns(table.name))
-    return f"WITH {', '.join(parts)} SELECT id, age FROM advanced"
+    return f"WITH {', '.join(parts)} SELECT id, age FROM advanced UNION ALL {_ALREADY_PAST_STEP}"
 
 
 _FINISH_COMPENSATION = f"""
@@ -54,7 +63,15 @@ _FINISH_COMPENSATION = f"""
         updated_at = now()
     FROM locked l
     WHERE r.id = l.id
-    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age
+    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, true AS fresh
+"""
+
+# As for steps: a retry may find the first attempt's commit done, under this very lease.
+_ALREADY_COMPENSATED = """
+    SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, false AS fresh
+    FROM workflow_runs r JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token)
+         ON h.id = r.id AND h.token = r.lease_token
+    WHERE r.status = 'compensated'
 """
 
 
@@ -91,10 +108,11 @@ class StepStore:
         ids, tokens = lease_arrays(leases)
         async with self._db.transaction() as conn:
             owned_rows = await conn.fetch(_FINISH_COMPENSATION, ids, tokens, self._worker)
+            owned_rows += await conn.fetch(_ALREADY_COMPENSATED, ids, tokens)
             owned = {RunId(row["id"]): row["age"] for row in owned_rows}
             deleted: dict[str, int] = {}
-            if owned:
-                run_ids = list(owned)
+            run_ids = [row["id"] for row in owned_rows if row["fresh"]]
+            if run_ids:
                 for table in children_first(tables):
                     deleted[table] = await delete_runs(conn, table, run_ids)
         return Committed(owned=owned, rows=deleted)

@@ -108,7 +108,8 @@ async def test_renewal_is_one_statement_for_all_held_runs_and_reports_lost_ones(
     taken = await runs.claim(SECOND, 2, 60)
     renewed = await runs.renew(FIRST, [c.lease for c in held], 60)
     assert renewed == {c.lease.run_id for c in held} - {c.lease.run_id for c in taken}
-    assert await runs.still_active([c.lease.run_id for c in taken]) == {c.lease.run_id for c in taken}
+    lost = await runs.taken_over(FIRST, [c.lease for c in held])
+    assert lost == {c.lease.run_id for c in taken}
 
 
 async def test_released_runs_are_claimable_at_once(db: Database, runs: RunStore) -> None:
