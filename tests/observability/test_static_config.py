@@ -129,10 +129,10 @@ def test_compose_file_follows_the_compose_spec() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_only_grafana_publishes_a_port() -> None:
+def test_only_grafana_publishes_a_port_and_only_on_loopback() -> None:
     services = _compose()["services"]
     published = {name: service["ports"] for name, service in services.items() if "ports" in service}
-    assert published == {"grafana": ["3000:3000"]}
+    assert published == {"grafana": ["127.0.0.1:3000:3000"]}
 
 
 def test_sagad_replicas_are_scaled_and_scraped_on_the_metrics_port() -> None:
