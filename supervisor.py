@@ -84,6 +84,7 @@ class Supervisor:
     def __init__(self, db: Database, settings: Settings, metrics: Metrics, faults: FaultPoints | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self._db = db
         self.runs = RunStore(db)
         self.ledger = Ledger(settings.max_inflight, metrics)
         self._steps = StepStore(db, settings.worker_id)
@@ -128,7 +129,7 @@ class Supervisor:
             worker=s.worker_id,
             lease_seconds=s.lease_seconds,
         )
-        sampler = StatusSampler(store=self.runs, metrics=self.metrics, every_seconds=s.sample_seconds)
+        sampler = StatusSampler(store=self.runs, plans=self._db, metrics=self.metrics, every_seconds=s.sample_seconds)
         self._export_depths([a.step for a in actors], forward, backward, to_compensator)
 
         claiming = anyio.CancelScope()

@@ -30,6 +30,11 @@ class RunLeases(Protocol):
     async def count_overdue(self, grace_seconds: float = 0.0) -> int: ...
 
 
+class Plans(Protocol):
+    def refresh_plans(self) -> None:
+        """Re-plan prepared statements: the tables they were planned for have grown."""
+
+
 class Wakeup(Protocol):
     async def wait(self, seconds: float) -> None:
         """Return when new runs were submitted, or after ``seconds``."""

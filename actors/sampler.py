@@ -7,21 +7,30 @@ import logging
 import anyio
 
 from actors.messages import HasLease
-from actors.ports import RunLeases
+from actors.ports import Plans, RunLeases
 from errors import TransientDatabaseError
 from metrics import Metrics
 from store.schema import STATUSES
 
 log = logging.getLogger(__name__)
 
+# Re-plan once this many runs exist, then each time the runs or the finished runs double.
+REPLAN_FROM = 1_000
+
 
 class StatusSampler:
-    """Every few seconds, counts runs by status and the claimed runs whose lease ran out."""
+    """Every few seconds, counts runs by status and the claimed runs whose lease ran out.
 
-    def __init__(self, *, store: RunLeases, metrics: Metrics, every_seconds: float) -> None:
+    The counts also tell how far the tables have grown: when they have doubled, the statement
+    plans made for smaller tables are refreshed.
+    """
+
+    def __init__(self, *, store: RunLeases, plans: Plans, metrics: Metrics, every_seconds: float) -> None:
         self._store = store
+        self._plans = plans
         self._metrics = metrics
         self._every = every_seconds
+        self._planned_for = (0, 0)
         self.in_hand: tuple[HasLease, ...] = ()
 
     async def run(self) -> None:
@@ -35,4 +44,12 @@ class StatusSampler:
                 for status in STATUSES:
                     self._metrics.runs_by_status.labels(status).set(counts.get(status, 0))
                 self._metrics.runs_overdue.set(overdue)
+                self._replan_if_grown(counts)
             await anyio.sleep(self._every)
+
+    def _replan_if_grown(self, counts: dict[str, int]) -> None:
+        sizes = (sum(counts.values()), counts.get("completed", 0) + counts.get("compensated", 0))
+        if any(size >= max(REPLAN_FROM, 2 * before) for size, before in zip(sizes, self._planned_for, strict=True)):
+            log.info("tables have grown to %d runs (%d finished): refreshing statement plans", *sizes)
+            self._plans.refresh_plans()
+            self._planned_for = sizes

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from actors.sampler import REPLAN_FROM
 from content import delivery, draft, normalize, qc, strategy
 from content.brief import Brief
 from content.samples import Outcome, sample_brief
@@ -72,6 +73,8 @@ class CeilingResult:
     transactions: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     audit_clean: bool = False
+    finished: int = 0
+    planned_for: int = 0
 
     @property
     def runs_per_s(self) -> float:
@@ -103,6 +106,7 @@ async def _run_batch(
     if failed:
         await store.compensate(failed, _compensated_tables(last_failed_step))
         result.transactions += 1
+    result.finished += len(leases)
 
 
 async def _drain(
@@ -113,6 +117,10 @@ async def _drain(
     while claimed := await runs.claim(worker, batch, LEASE_SECONDS):
         result.transactions += 1
         await _run_batch(steps, [run.lease for run in claimed], plans, result)
+        # As the daemon's sampler does: re-plan when the tables have doubled since the last plans.
+        if result.finished >= max(REPLAN_FROM, 2 * result.planned_for):
+            db.refresh_plans()
+            result.planned_for = result.finished
 
 
 async def measure_ceiling(

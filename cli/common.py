@@ -64,9 +64,9 @@ def run_async(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
 
 
 @asynccontextmanager
-async def migrated_database(url: str | None, *, max_size: int = 10) -> AsyncIterator[Database]:
+async def migrated_database(url: str | None, *, max_size: int = 10, min_size: int = 1) -> AsyncIterator[Database]:
     """A pool on the configured database, which must be migrated to this sagad's schema."""
-    db = await Database.connect(resolve_url(url), max_size=max_size)
+    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size)
     try:
         await ensure_migrated(db)
         yield db

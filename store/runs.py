@@ -24,7 +24,7 @@ _SUBMIT = """
 _CLAIM = """
     WITH candidates AS (
         SELECT id FROM workflow_runs
-        WHERE available_at <= now() AND status IN ('pending', 'running', 'compensating')
+        WHERE available_at <= now()
         ORDER BY available_at
         LIMIT $2
         FOR NO KEY UPDATE SKIP LOCKED

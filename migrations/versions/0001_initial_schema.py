@@ -54,6 +54,10 @@ def upgrade() -> None:
             "status <> 'compensating' OR failed_step IS NOT NULL",
             name=op.f("ck_workflow_runs_compensating_step"),
         ),
+        sa.CheckConstraint(
+            "(status IN ('completed', 'compensated')) = (available_at IS NULL)",
+            name=op.f("ck_workflow_runs_claimable"),
+        ),
         sa.CheckConstraint("status <> 'running' OR next_step < 5", name=op.f("ck_workflow_runs_running_step")),
         sa.CheckConstraint(
             "status IN ('pending', 'running', 'compensating', 'completed', 'compensated')",
@@ -71,7 +75,6 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("available_at IS NOT NULL"),
     )
-    op.create_index("ix_workflow_runs_status", "workflow_runs", ["status"], unique=False)
     op.create_table(
         "onboarding_brief",
         sa.Column("run_id", sa.UUID(), nullable=False),
@@ -315,7 +318,6 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_onboarding_intake_run_id_brief_id"), table_name="onboarding_intake")
     op.drop_table("onboarding_intake")
     op.drop_table("onboarding_brief")
-    op.drop_index("ix_workflow_runs_status", table_name="workflow_runs")
     op.drop_index(
         "ix_workflow_runs_available_at",
         table_name="workflow_runs",

@@ -1,0 +1,90 @@
+"""Statement plans made for nearly empty tables are replaced once the tables have grown."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import pytest
+
+from actors.sampler import REPLAN_FROM, StatusSampler
+from metrics import Metrics
+from store.db import Database
+from store.records import Lease, LeaseToken, RunId, StepWrite, WorkerId
+from store.runs import RunStore
+from store.steps import StepStore
+
+pytestmark = pytest.mark.anyio
+
+_GROWN = 20_000
+
+
+async def _scans(db: Database) -> tuple[int, int]:
+    """Sequential and index scans of workflow_runs so far, this connection's included."""
+    await db.fetch("SELECT pg_stat_force_next_flush()")
+    [row] = await db.fetch(
+        "SELECT pg_stat_clear_snapshot(), seq_scan, idx_scan FROM pg_stat_user_tables WHERE relname = 'workflow_runs'"
+    )
+    return row["seq_scan"], row["idx_scan"]
+
+
+async def _grow(db: Database, runs: int) -> None:
+    await db.fetch(
+        "INSERT INTO workflow_runs (id, brief) SELECT gen_random_uuid(), '{}' FROM generate_series(1, $1::int)", runs
+    )
+
+
+async def test_a_refresh_replaces_the_full_scans_planned_for_an_empty_table(database_url: str) -> None:
+    db = await Database.connect(database_url, max_size=1)  # one connection: its plans are the ones looked at
+    try:
+        steps = StepStore(db, WorkerId("planner"))
+        probe = [StepWrite(Lease(RunId(uuid.uuid4()), LeaseToken(1)))]  # a lease the fence turns away
+        for _ in range(10):  # past the executions after which PostgreSQL may keep a generic plan
+            await steps.commit_step("generate_strategy", probe)
+        await _grow(db, _GROWN)
+
+        seq_before, _ = await _scans(db)
+        await steps.commit_step("generate_strategy", probe)
+        seq_stale, idx_stale = await _scans(db)
+        assert seq_stale > seq_before, "the plan made for the empty table should still scan it whole"
+
+        db.refresh_plans()
+        await steps.commit_step("generate_strategy", probe)
+        seq_after, idx_after = await _scans(db)
+        assert seq_after == seq_stale, "after the refresh, finding runs by id must not scan the table"
+        assert idx_after > idx_stale
+    finally:
+        await db.close()
+
+
+class _RecordedRefreshes:
+    def __init__(self) -> None:
+        self.count = 0
+        self.refreshed = anyio.Event()
+
+    def refresh_plans(self) -> None:
+        self.count += 1
+        self.refreshed.set()
+        self.refreshed = anyio.Event()
+
+
+async def test_the_sampler_refreshes_plans_when_the_runs_double(db: Database, runs: RunStore) -> None:
+    plans = _RecordedRefreshes()
+    sampler = StatusSampler(store=runs, plans=plans, metrics=Metrics(), every_seconds=0.01)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sampler.run)
+        await anyio.sleep(0.2)
+        assert plans.count == 0  # an empty database: nothing to re-plan for
+        refreshed = plans.refreshed
+        await _grow(db, REPLAN_FROM)
+        with anyio.fail_after(10):
+            await refreshed.wait()
+        await anyio.sleep(0.2)
+        assert plans.count == 1  # the same size again: no second refresh
+        refreshed = plans.refreshed
+        await _grow(db, REPLAN_FROM)
+        with anyio.fail_after(10):
+            await refreshed.wait()
+        assert plans.count == 2
+        tg.cancel_scope.cancel()
