@@ -28,7 +28,9 @@ ALERTS = GRAFANA / "alerts.yml"
 
 LOAD = {Outcome.COMPLETED: 240, Outcome.QC_FAIL: 20, Outcome.DELIVERY_FAIL: 20, Outcome.INVALID: 20}
 # Alerts whose expression gives no series at all while the daemon is healthy (each ends in a comparison).
-SILENT_WHEN_HEALTHY = ("SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadDaemonDown")
+SILENT_WHEN_HEALTHY = (
+    "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadDaemonDown",
+)  # fmt: skip
 
 
 @pytest.fixture

@@ -52,7 +52,8 @@ OUTCOMES = {
     "sagad_runs": ("completed", "compensated"),
 }
 ALERT_NAMES = {
-    "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadLatencySLO", "SagadDaemonDown",
+    "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadLatencySLO",
+    "SagadDaemonDown",
 }  # fmt: skip
 SCRAPE_ONLY = {"up"}
 
