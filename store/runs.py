@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+
 from store.db import Database
 from store.fence import lease_arrays, locked_leases
 from store.records import ClaimedRun, Lease, LeaseToken, RunEnd, RunId, RunStatus, WorkerId
@@ -41,6 +43,14 @@ _CLAIM = """
     WHERE r.id = c.id
     RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
               r.attempts
+"""
+
+# Runs this worker holds that it does not know of: a claim that committed but whose answer was lost.
+# Only unexpired leases: an expired one may be taken by any daemon, this one included, by a claim.
+_UNANSWERED = """
+    SELECT id, lease_token, status, next_step, failed_step, last_error, brief::text AS brief, attempts
+    FROM workflow_runs
+    WHERE available_at > now() AND claimed_by = $1 AND NOT (id = ANY($2::uuid[]))
 """
 
 _RENEW = f"""
@@ -88,6 +98,21 @@ _OVERDUE = """
 """
 
 
+def _claimed_runs(rows: Sequence[asyncpg.Record]) -> list[ClaimedRun]:
+    return [
+        ClaimedRun(
+            lease=Lease(RunId(row["id"]), LeaseToken(row["lease_token"])),
+            status=row["status"],
+            next_step=row["next_step"],
+            failed_step=row["failed_step"],
+            last_error=row["last_error"],
+            brief=row["brief"],
+            attempts=row["attempts"],
+        )
+        for row in rows
+    ]
+
+
 class RunStore:
     """Reads and writes ``workflow_runs``; every lease change is guarded by worker and token."""
 
@@ -129,18 +154,11 @@ class RunStore:
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
         rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds)  # one statement: atomic alone
-        return [
-            ClaimedRun(
-                lease=Lease(RunId(row["id"]), LeaseToken(row["lease_token"])),
-                status=row["status"],
-                next_step=row["next_step"],
-                failed_step=row["failed_step"],
-                last_error=row["last_error"],
-                brief=row["brief"],
-                attempts=row["attempts"],
-            )
-            for row in rows
-        ]
+        return _claimed_runs(rows)
+
+    async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]:
+        """Runs ``worker`` holds under a live lease other than ``known``: claimed, but the answer was lost."""
+        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known)))
 
     async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
         """Extend every lease still ours in one statement; returns the runs renewed."""
