@@ -16,12 +16,18 @@ from store.schema import STEPS
 
 SUBMITTED_CHANNEL = "sagad_submitted"
 
+# One statement, so one round trip and atomic alone. The notification goes out at commit, once
+# however many rows asked for it (PostgreSQL folds identical notifications of a transaction).
 _SUBMIT = """
     INSERT INTO workflow_runs (id, idempotency_key, brief)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]::jsonb[])
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, idempotency_key
+    RETURNING id, pg_notify($4, '')::text AS notified
 """
+
+# Read after the insert's commit, so it also sees a run that a concurrent submission with the same
+# key committed while the insert ran.
+_BY_KEY = "SELECT idempotency_key, id FROM workflow_runs WHERE idempotency_key = ANY($1::text[])"
 
 _CLAIM = """
     WITH candidates AS (
@@ -125,23 +131,16 @@ class RunStore:
         return run_id, created
 
     async def submit_many(self, briefs: Sequence[tuple[Any, str | None]]) -> list[tuple[RunId, bool]]:
-        """Submit several runs in one transaction; each result says whether the run is new."""
+        """Submit several runs in one statement; each result says whether the run is new."""
         ids = [uuid.uuid4() for _ in briefs]
         keys = [key for _, key in briefs]
         payloads = [json.dumps(brief) for brief, _ in briefs]
-        async with self._db.transaction() as conn:
-            inserted = await conn.fetch(_SUBMIT, ids, keys, payloads)
-            new_ids = {row["id"] for row in inserted}
-            missing = [key for run_id, key in zip(ids, keys, strict=True) if run_id not in new_ids]
-            existing: dict[str, uuid.UUID] = {}
-            if missing:
-                rows = await conn.fetch(
-                    "SELECT idempotency_key, id FROM workflow_runs WHERE idempotency_key = ANY($1::text[])",
-                    missing,
-                )
-                existing = {row["idempotency_key"]: row["id"] for row in rows}
-            if new_ids:
-                await conn.execute("SELECT pg_notify($1, '')", SUBMITTED_CHANNEL)
+        inserted = await self._db.fetch(_SUBMIT, ids, keys, payloads, SUBMITTED_CHANNEL)
+        new_ids = {row["id"] for row in inserted}
+        missing = [key for run_id, key in zip(ids, keys, strict=True) if run_id not in new_ids]
+        existing: dict[str, uuid.UUID] = {}
+        if missing:
+            existing = {row["idempotency_key"]: row["id"] for row in await self._db.fetch(_BY_KEY, missing)}
         results: list[tuple[RunId, bool]] = []
         for run_id, key in zip(ids, keys, strict=True):
             if run_id in new_ids:

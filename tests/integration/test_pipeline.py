@@ -12,7 +12,7 @@ from content.normalize import rows as normalize_rows
 from content.samples import Outcome, sample_brief
 from store.db import Database
 from store.records import Lease, RunId
-from store.runs import RunStore
+from store.runs import SUBMITTED_CHANNEL, RunStore
 from store.writes import insert_rows
 from tests.helpers import TABLES, expected_rows, expected_totals, rows_of, rows_per_table, running_daemon, wait_terminal
 
@@ -71,6 +71,30 @@ async def test_the_same_idempotency_key_gives_one_run(db: Database, runs: RunSto
     again, created_again = await runs.submit(sample_brief(Outcome.COMPLETED, 2), "order-42")
     assert (again, created, created_again) == (first, True, False)
     assert (await db.fetch("SELECT count(*) FROM workflow_runs"))[0][0] == 1
+
+
+async def test_a_submission_notifies_listening_claimers_once_and_only_when_it_creates_runs(
+    db: Database, runs: RunStore
+) -> None:
+    notified: list[str] = []
+    arrived = anyio.Event()
+
+    def on_notify(_conn: object, _pid: int, channel: str, _payload: str) -> None:
+        notified.append(channel)
+        arrived.set()
+
+    batch = [(sample_brief(Outcome.COMPLETED, n), f"batch-{n}") for n in range(5)]
+    async with db.connection() as listener:
+        await listener.add_listener(SUBMITTED_CHANNEL, on_notify)
+        try:
+            await runs.submit_many(batch)
+            with anyio.fail_after(5):
+                await arrived.wait()
+            await runs.submit_many(batch)  # every key known: no new run, nothing to wake anyone for
+            await anyio.sleep(0.3)
+        finally:
+            await listener.remove_listener(SUBMITTED_CHANNEL, on_notify)
+    assert notified == [SUBMITTED_CHANNEL]
 
 
 @pytest.mark.parametrize(
