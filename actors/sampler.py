@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 REPLAN_FROM = 1_000
 
 
+def outgrown(size: int, planned_for: int) -> bool:
+    """Whether tables of ``size`` runs call for new plans, the last ones made at ``planned_for``."""
+    return size >= max(REPLAN_FROM, 2 * planned_for)
+
+
 class StatusSampler:
     """Every few seconds, counts runs by status and the claimed runs whose lease ran out.
 
@@ -49,7 +54,7 @@ class StatusSampler:
 
     def _replan_if_grown(self, counts: dict[str, int]) -> None:
         sizes = (sum(counts.values()), counts.get("completed", 0) + counts.get("compensated", 0))
-        if any(size >= max(REPLAN_FROM, 2 * before) for size, before in zip(sizes, self._planned_for, strict=True)):
+        if any(outgrown(size, before) for size, before in zip(sizes, self._planned_for, strict=True)):
             log.info("tables have grown to %d runs (%d finished): refreshing statement plans", *sizes)
             self._plans.refresh_plans()
             self._planned_for = sizes

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from actors.sampler import REPLAN_FROM
+from actors.sampler import outgrown
 from content import delivery, draft, normalize, qc, strategy
 from content.brief import Brief
 from content.samples import Outcome, sample_brief
@@ -118,7 +118,7 @@ async def _drain(
         result.transactions += 1
         await _run_batch(steps, [run.lease for run in claimed], plans, result)
         # As the daemon's sampler does: re-plan when the tables have doubled since the last plans.
-        if result.finished >= max(REPLAN_FROM, 2 * result.planned_for):
+        if outgrown(result.finished, result.planned_for):
             db.refresh_plans()
             result.planned_for = result.finished
 
