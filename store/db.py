@@ -84,12 +84,9 @@ def _is_closed(conn: asyncpg.Connection) -> bool:
 
 
 @asynccontextmanager
-async def _acquired(pool: asyncpg.Pool, planned: set[int]) -> AsyncIterator[asyncpg.Connection]:
+async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     async with pool.acquire() as conn:
         try:
-            if (pid := conn.get_server_pid()) not in planned:
-                await conn.execute("DISCARD PLANS")
-                planned.add(pid)
             yield conn
         except BaseException as exc:
             # A server error leaves the protocol ready for the next statement; anything else
@@ -105,8 +102,10 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
         self.url = url
-        # Server processes (one per connection) that have re-planned since the last refresh_plans().
-        self._planned: set[int] = set()
+        # Bumped by refresh_plans(); each server process (one per connection) is at the generation it
+        # last planned in, or at the one current when first used (it had planned nothing before).
+        self._plans_generation = 0
+        self._planned_in: dict[int, int] = {}
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 10, min_size: int = 1) -> Database:
@@ -135,7 +134,13 @@ class Database:
         Plans made while the tables were nearly empty (a fresh database) scan whole tables, and
         grow slower with them until autovacuum analyzes; call this when the tables have grown.
         """
-        self._planned.clear()
+        self._plans_generation += 1
+
+    async def _replan_if_stale(self, conn: asyncpg.Connection) -> None:
+        pid = conn.get_server_pid()
+        if self._planned_in.setdefault(pid, self._plans_generation) < self._plans_generation:
+            await conn.execute("DISCARD PLANS")
+            self._planned_in[pid] = self._plans_generation
 
     async def close(self) -> None:
         await self._pool.close()
@@ -150,7 +155,8 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection outside any transaction (single statements, LISTEN)."""
         try:
-            async with _acquired(self._pool, self._planned) as conn:
+            async with _acquired(self._pool) as conn:
+                await self._replan_if_stale(conn)
                 yield conn
         except Exception as exc:
             mapped = translate(exc)
