@@ -21,10 +21,13 @@ tools:
 		[ "$$(id -u)" = 0 ] || { echo "install Debian's prometheus package (it ships promtool)"; exit 1; }; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# mypy names modules after folders: it checks the package through a link named `sagad`.
 lint: $(BIN)/sagad
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	mkdir -p .venv/typecheck && ln -sfn "$(CURDIR)" .venv/typecheck/sagad
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: $(BIN)/sagad tools lint
 	$(BIN)/python -m pytest

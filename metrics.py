@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from store.schema import BUSINESS_TABLES, STATUSES, STEPS
+from sagad.domain.runs import STATUS_NAMES, TERMINAL
+from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES
 
 # Steps and compensations commit in milliseconds; leases and whole runs take longer.
 _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-ACTORS = (*STEPS, "compensator", "claimer", "renewer", "sampler")
+ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler")
 
 
 class Metrics:
@@ -110,13 +111,13 @@ class Metrics:
 
     def _create_series(self) -> None:
         """Export every bounded label combination from the start, so rates see the first event."""
-        for step in STEPS:
+        for step in STEP_NAMES:
             self.step_retries.labels(step)
             for outcome in ("ok", "failed", "retried"):
                 self.step_duration.labels(step, outcome)
-        for outcome in ("completed", "compensated"):
-            self.runs.labels(outcome)
-            self.run_duration.labels(outcome)
+        for status in TERMINAL:
+            self.runs.labels(status.value)
+            self.run_duration.labels(status.value)
         for result in ("renewed", "lost"):
             self.lease_renewals.labels(result)
         for stage in ("step", "compensation"):
@@ -126,6 +127,6 @@ class Metrics:
         for kind in ("transient", "permanent"):
             self.db_errors.labels(kind)
         for table in BUSINESS_TABLES:
-            self.compensated_rows.labels(table.name)
-        for status in STATUSES:
-            self.runs_by_status.labels(status)
+            self.compensated_rows.labels(table)
+        for name in STATUS_NAMES:
+            self.runs_by_status.labels(name)

@@ -20,21 +20,21 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.claimer import Claimer
-from actors.compensator import Compensator
-from actors.ledger import Ledger
-from actors.messages import Compensation, HasLease, StepWork
-from actors.pipeline import STEP_ACTORS
-from actors.ports import FaultPoints, NoFaults
-from actors.renewer import Renewer
-from actors.sampler import StatusSampler
-from errors import DatabaseError
-from metrics import Metrics
-from store.db import Database
-from store.notify import SubmissionListener
-from store.records import Lease, WorkerId
-from store.runs import RunStore
-from store.steps import StepStore
+from sagad.actors.claimer import Claimer
+from sagad.actors.compensator import Compensator
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import Compensation, HasLease, StepWork
+from sagad.actors.pipeline import STEP_ACTORS
+from sagad.actors.ports import FaultPoints, NoFaults
+from sagad.actors.renewer import Renewer
+from sagad.actors.sampler import StatusSampler
+from sagad.domain.runs import Lease, WorkerId
+from sagad.errors import DatabaseError
+from sagad.metrics import Metrics
+from sagad.store.db import Database
+from sagad.store.notify import SubmissionListener
+from sagad.store.runs import RunStore
+from sagad.store.steps import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Supervisor:
             lease_seconds=s.lease_seconds,
         )
         sampler = StatusSampler(store=self.runs, plans=self._db, metrics=self.metrics, every_seconds=s.sample_seconds)
-        self._export_depths([a.step for a in actors], forward, backward, to_compensator)
+        self._export_depths([a.step.value for a in actors], forward, backward, to_compensator)
 
         claiming = anyio.CancelScope()
 
@@ -154,9 +154,9 @@ class Supervisor:
                     previous = backward[i - 1].send if i else to_compensator.send
                     following = forward[i + 1].send if i + 1 < len(actors) else None
                     relay = partial(actor.relay.run, backward[i].receive, previous)
-                    tg.start_soon(self._supervise, actor.step, actor.relay, relay)
+                    tg.start_soon(self._supervise, actor.step.value, actor.relay, relay)
                     work = partial(actor.run, forward[i].receive, following, backward[i].send)
-                    tg.start_soon(self._supervise, actor.step, actor, work)
+                    tg.start_soon(self._supervise, actor.step.value, actor, work)
                 tg.start_soon(claim)
                 task_status.started()
                 await stop.wait()

@@ -8,13 +8,14 @@ from dataclasses import replace
 
 from anyio.streams.memory import MemoryObjectSendStream
 
-from actors.ledger import Ledger
-from actors.messages import Compensation, HasLease, StepWork
-from actors.ports import RunLeases, StepWriter, Wakeup
-from actors.retry import retrying
-from metrics import Metrics
-from store.records import ClaimedRun, StepWrite, WorkerId
-from store.schema import STEPS
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import Compensation, HasLease, StepWork
+from sagad.actors.ports import RunLeases, StepWriter, Wakeup
+from sagad.actors.retry import retrying
+from sagad.domain.rows import StepWrite
+from sagad.domain.runs import ClaimedRun, RunStatus, WorkerId
+from sagad.domain.steps import Step
+from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,12 @@ class Claimer:
         A run comes back only when its daemon crashed, hung or gave it back; one that keeps doing
         that to daemons is compensated with the reason. A compensation is always finished.
         """
-        poison = [r for r in claimed if r.status == "running" and r.attempts > self._max_attempts]
+        poison = [r for r in claimed if r.status is RunStatus.RUNNING and r.attempts > self._max_attempts]
         if not poison:
             return claimed
         failed: list[ClaimedRun] = []
-        for index, step in enumerate(STEPS):
-            at_step = [r for r in poison if r.next_step == index]
+        for step in Step:
+            at_step = [r for r in poison if r.next_step is step]
             if not at_step:
                 continue
             reason = f"{step}: poison run: claimed {{}} times without finishing (limit {self._max_attempts})"
@@ -102,7 +103,9 @@ class Claimer:
                     committed = await self._steps_store.commit_step(step, writes)
             for run, write in zip(at_step, writes, strict=True):
                 if run.lease.run_id in committed.owned:
-                    failed.append(replace(run, status="compensating", failed_step=step, last_error=write.failure))
+                    failed.append(
+                        replace(run, status=RunStatus.COMPENSATING, failed_step=step, last_error=write.failure)
+                    )
                 else:
                     self._ledger.drop([run.lease])
         self._metrics.poison_runs.inc(len(failed))
@@ -116,9 +119,9 @@ class Claimer:
         failures: Sequence[MemoryObjectSendStream[Compensation]],
     ) -> None:
         # The table's check constraints make every claimable state routable.
-        if run.status == "compensating":
-            assert run.failed_step is not None
+        if run.status is RunStatus.COMPENSATING:
+            failed_step = run.failed_step or run.next_step  # the table's CHECK makes failed_step present
             reason = run.last_error or "unknown"
-            await failures[STEPS.index(run.failed_step)].send(Compensation(run.lease, run.failed_step, reason))
+            await failures[failed_step.index].send(Compensation(run.lease, failed_step, reason))
         else:
-            await steps[run.next_step].send(StepWork(run.lease, run.brief))
+            await steps[run.next_step.index].send(StepWork(run.lease, run.brief))

@@ -8,14 +8,15 @@ from collections.abc import Sequence
 
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from actors.batching import take_waiting
-from actors.ledger import Ledger
-from actors.messages import Compensation, HasLease
-from actors.ports import Compensations
-from actors.retry import retrying
-from errors import PermanentDatabaseError
-from metrics import Metrics
-from store.records import Committed
+from sagad.actors.batching import take_waiting
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import Compensation, HasLease
+from sagad.actors.ports import Compensations
+from sagad.actors.retry import retrying
+from sagad.domain.rows import Committed
+from sagad.domain.runs import RunStatus
+from sagad.errors import PermanentDatabaseError
+from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Compensator:
             self._metrics.compensated_rows.labels(table).inc(count)
         for message in batch:
             if message.lease.run_id in committed.owned:
-                self._ledger.finish(message.lease, "compensated", committed.owned[message.lease.run_id])
+                self._ledger.finish(message.lease, RunStatus.COMPENSATED, committed.owned[message.lease.run_id])
             else:
                 self._metrics.fenced.labels("compensation").inc()
                 self._ledger.drop([message.lease])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from actors.step import StepActor
-from content import delivery
+from sagad.actors.step import StepActor
+from sagad.content import delivery
+from sagad.domain.steps import Step
 
 
 class Deliver(StepActor):
-    step = "deliver"
+    step = Step.DELIVER
     generate = staticmethod(delivery.rows)

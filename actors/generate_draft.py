@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from actors.step import StepActor
-from content import draft
+from sagad.actors.step import StepActor
+from sagad.content import draft
+from sagad.domain.steps import Step
 
 
 class GenerateDraft(StepActor):
-    step = "generate_draft"
+    step = Step.GENERATE_DRAFT
     generate = staticmethod(draft.rows)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from actors.step import StepActor
-from content import strategy
+from sagad.actors.step import StepActor
+from sagad.content import strategy
+from sagad.domain.steps import Step
 
 
 class GenerateStrategy(StepActor):
-    step = "generate_strategy"
+    step = Step.GENERATE_STRATEGY
     generate = staticmethod(strategy.rows)

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import anyio
 
-from metrics import Metrics
-from store.records import Lease, RunId
+from sagad.domain.runs import Lease, RunId, RunStatus
+from sagad.metrics import Metrics
 
 
 class Ledger:
@@ -35,10 +35,10 @@ class Ledger:
     def hold(self, lease: Lease) -> None:
         self._held[lease.run_id] = lease
 
-    def finish(self, lease: Lease, outcome: str, age_seconds: float) -> None:
-        """The run reached a terminal state (``completed`` or ``compensated``) under this lease."""
-        self._metrics.runs.labels(outcome).inc()
-        self._metrics.run_duration.labels(outcome).observe(age_seconds)
+    def finish(self, lease: Lease, outcome: RunStatus, age_seconds: float) -> None:
+        """The run reached a terminal state (``outcome``) under this lease."""
+        self._metrics.runs.labels(outcome.value).inc()
+        self._metrics.run_duration.labels(outcome.value).observe(age_seconds)
         self.drop([lease])
 
     def drop(self, leases: Iterable[Lease]) -> None:

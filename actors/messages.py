@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from store.records import Lease
+from sagad.domain.runs import Lease
+from sagad.domain.steps import Step
 
 
 class HasLease(Protocol):
@@ -29,7 +30,7 @@ class Compensation:
     """A run that failed for good, collecting on its way back the tables that hold its rows."""
 
     lease: Lease
-    failed_step: str
+    failed_step: Step
     reason: str
     tables: frozenset[str] = frozenset()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from actors.step import StepActor
-from content import normalize
+from sagad.actors.step import StepActor
+from sagad.content import normalize
+from sagad.domain.steps import Step
 
 
 class NormalizeBrief(StepActor):
-    step = "normalize_brief"
+    step = Step.NORMALIZE_BRIEF
     generate = staticmethod(normalize.rows)

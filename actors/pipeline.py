@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from actors.deliver import Deliver
-from actors.generate_draft import GenerateDraft
-from actors.generate_strategy import GenerateStrategy
-from actors.normalize_brief import NormalizeBrief
-from actors.qc_evaluate import QcEvaluate
-from actors.step import StepActor
-from store.schema import STEPS
+from sagad.actors.deliver import Deliver
+from sagad.actors.generate_draft import GenerateDraft
+from sagad.actors.generate_strategy import GenerateStrategy
+from sagad.actors.normalize_brief import NormalizeBrief
+from sagad.actors.qc_evaluate import QcEvaluate
+from sagad.actors.step import StepActor
+from sagad.domain.steps import Step
 
 STEP_ACTORS: tuple[type[StepActor], ...] = (
     NormalizeBrief,
@@ -17,4 +17,4 @@ STEP_ACTORS: tuple[type[StepActor], ...] = (
     QcEvaluate,
     Deliver,
 )
-assert tuple(actor.step for actor in STEP_ACTORS) == STEPS
+assert tuple(actor.step for actor in STEP_ACTORS) == tuple(Step)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from store.records import ClaimedRun, Committed, Lease, RunId, StepWrite, WorkerId
+from sagad.domain.rows import Committed, StepWrite
+from sagad.domain.runs import ClaimedRun, Lease, RunId, WorkerId
+from sagad.domain.steps import Step
 
 
 class StepWriter(Protocol):
-    async def commit_step(self, step: str, writes: Sequence[StepWrite]) -> Committed: ...
+    async def commit_step(self, step: Step, writes: Sequence[StepWrite]) -> Committed: ...
 
 
 class Compensations(Protocol):
@@ -45,11 +47,11 @@ class Wakeup(Protocol):
 class FaultPoints(Protocol):
     """Places where a chaos test can make the daemon fail on purpose."""
 
-    async def after_step_commit(self, step: str, leases: Sequence[Lease]) -> None: ...
+    async def after_step_commit(self, step: Step, leases: Sequence[Lease]) -> None: ...
 
 
 class NoFaults:
     """The production fault points: none."""
 
-    async def after_step_commit(self, step: str, leases: Sequence[Lease]) -> None:
+    async def after_step_commit(self, step: Step, leases: Sequence[Lease]) -> None:
         return None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from actors.step import StepActor
-from content import qc
+from sagad.actors.step import StepActor
+from sagad.content import qc
+from sagad.domain.steps import Step
 
 
 class QcEvaluate(StepActor):
-    step = "qc_evaluate"
+    step = Step.QC_EVALUATE
     generate = staticmethod(qc.rows)

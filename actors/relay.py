@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.messages import Compensation, HasLease
+from sagad.actors.messages import Compensation, HasLease
 
 
 class FailureRelay:

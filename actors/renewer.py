@@ -7,12 +7,12 @@ import time
 
 import anyio
 
-from actors.ledger import Ledger
-from actors.messages import HasLease
-from actors.ports import RunLeases
-from errors import TransientDatabaseError
-from metrics import Metrics
-from store.records import WorkerId
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import HasLease
+from sagad.actors.ports import RunLeases
+from sagad.domain.runs import WorkerId
+from sagad.errors import TransientDatabaseError
+from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

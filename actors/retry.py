@@ -7,7 +7,7 @@ from collections.abc import Callable
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from errors import TransientDatabaseError
+from sagad.errors import TransientDatabaseError
 
 
 def retrying(on_retry: Callable[[BaseException], None] = lambda _: None) -> AsyncRetrying:

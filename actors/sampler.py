@@ -6,11 +6,11 @@ import logging
 
 import anyio
 
-from actors.messages import HasLease
-from actors.ports import Plans, RunLeases
-from errors import TransientDatabaseError
-from metrics import Metrics
-from store.schema import STATUSES
+from sagad.actors.messages import HasLease
+from sagad.actors.ports import Plans, RunLeases
+from sagad.domain.runs import STATUS_NAMES
+from sagad.errors import TransientDatabaseError
+from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class StatusSampler:
             except TransientDatabaseError as error:
                 log.warning("status sampling failed: %s", error)
             else:
-                for status in STATUSES:
+                for status in STATUS_NAMES:
                     self._metrics.runs_by_status.labels(status).set(counts.get(status, 0))
                 self._metrics.runs_overdue.set(overdue)
                 self._replan_if_grown(counts)

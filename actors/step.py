@@ -10,18 +10,19 @@ from typing import ClassVar
 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.batching import take_waiting
-from actors.ledger import Ledger
-from actors.messages import Compensation, HasLease, StepWork
-from actors.ports import FaultPoints, StepWriter
-from actors.relay import FailureRelay
-from actors.retry import retrying
-from content.brief import Brief
-from content.normalize import normalized
-from errors import PermanentDatabaseError, StepFailed
-from metrics import Metrics
-from store.records import Committed, Row, StepWrite
-from store.schema import STEPS, tables_of_step
+from sagad.actors.batching import take_waiting
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import Compensation, HasLease, StepWork
+from sagad.actors.ports import FaultPoints, StepWriter
+from sagad.actors.relay import FailureRelay
+from sagad.actors.retry import retrying
+from sagad.content.brief import Brief
+from sagad.content.normalize import normalized
+from sagad.domain.rows import Committed, Row, StepWrite
+from sagad.domain.runs import RunStatus
+from sagad.domain.steps import Step
+from sagad.errors import PermanentDatabaseError, StepFailed
+from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _bounded(reason: str, limit: int = 2000) -> str:
 class StepActor:
     """One pipeline step. Subclasses name the step and say which rows it writes for a run."""
 
-    step: ClassVar[str]
+    step: ClassVar[Step]
 
     @staticmethod
     def generate(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
@@ -49,8 +50,7 @@ class StepActor:
         self._metrics = metrics
         self._faults = faults
         self._batch_limit = batch_limit
-        self.tables = frozenset(t.name for t in tables_of_step(self.step))
-        self.is_last = STEPS.index(self.step) == len(STEPS) - 1
+        self.tables = frozenset(self.step.tables)
         self.in_hand: tuple[HasLease, ...] = ()
         """Messages taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
         self.relay = FailureRelay(self.tables)
@@ -100,8 +100,8 @@ class StepActor:
         def on_retry(error: BaseException) -> None:
             log.warning("step %s: retrying %d runs after %s", self.step, len(writes), error)
             self._metrics.db_errors.labels("transient").inc()
-            self._metrics.step_retries.labels(self.step).inc()
-            self._metrics.step_duration.labels(self.step, "retried").observe(time.perf_counter() - started)
+            self._metrics.step_retries.labels(self.step.value).inc()
+            self._metrics.step_duration.labels(self.step.value, "retried").observe(time.perf_counter() - started)
 
         try:
             async for attempt in retrying(on_retry):
@@ -118,7 +118,7 @@ class StepActor:
         elapsed = time.perf_counter() - started
         for write in writes:
             outcome = "ok" if write.failure is None else "failed"
-            self._metrics.step_duration.labels(self.step, outcome).observe(elapsed)
+            self._metrics.step_duration.labels(self.step.value, outcome).observe(elapsed)
         return committed
 
     @staticmethod
@@ -145,6 +145,6 @@ class StepActor:
         elif write.failure is not None:
             await failures.send(Compensation(lease, self.step, write.failure))
         elif forward is None:
-            self._ledger.finish(lease, "completed", committed.owned[lease.run_id])
+            self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
         else:
             await forward.send(work)

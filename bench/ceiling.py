@@ -16,17 +16,18 @@ from typing import Any
 
 import anyio
 
-from actors.sampler import outgrown
-from content import delivery, draft, normalize, qc, strategy
-from content.brief import Brief
-from content.samples import Outcome, sample_brief
-from errors import StepFailed
-from store.audit import audit_database
-from store.db import Database
-from store.records import Lease, Row, RunId, StepWrite, WorkerId
-from store.runs import RunStore
-from store.schema import STEPS, tables_of_step
-from store.steps import StepStore
+from sagad.actors.sampler import outgrown
+from sagad.content import delivery, draft, normalize, qc, strategy
+from sagad.content.brief import Brief
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.rows import Row, StepWrite
+from sagad.domain.runs import Lease, RunId, WorkerId
+from sagad.domain.steps import Step
+from sagad.errors import StepFailed
+from sagad.store.audit import audit_database
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.store.steps import StepStore
 
 Generator = Callable[[uuid.UUID, Brief], dict[str, list[Row]]]
 GENERATORS: tuple[Generator, ...] = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
@@ -54,8 +55,8 @@ def plan_run(run_id: uuid.UUID, raw_brief: Any) -> PlannedRun:
     try:
         brief = normalize.normalized(raw_brief)
     except StepFailed as failure:
-        return PlannedRun((), f"{STEPS[0]}: {failure}")
-    for step, generate in zip(STEPS, GENERATORS, strict=True):
+        return PlannedRun((), f"{Step.NORMALIZE_BRIEF}: {failure}")
+    for step, generate in zip(Step, GENERATORS, strict=True):
         try:
             steps.append(generate(run_id, brief))
         except StepFailed as failure:
@@ -83,7 +84,7 @@ class CeilingResult:
 
 def _compensated_tables(last_failed_step: int) -> frozenset[str]:
     """Every table of the steps up to the latest one that failed: what sagad's relays collect."""
-    return frozenset(t.name for step in STEPS[: last_failed_step + 1] for t in tables_of_step(step))
+    return frozenset(table for step in tuple(Step)[: last_failed_step + 1] for table in step.tables)
 
 
 async def _run_batch(
@@ -92,7 +93,7 @@ async def _run_batch(
     alive = list(leases)
     failed: list[Lease] = []
     last_failed_step = 0
-    for index, step in enumerate(STEPS):
+    for index, step in enumerate(Step):
         if not alive:
             break
         writes = [plans[lease.run_id].write(index, lease) for lease in alive]
@@ -124,7 +125,7 @@ async def _drain(
 
 
 async def measure_ceiling(
-    url: str, outcomes: Sequence[Outcome], *, connections: int = 5, batch: int = 100
+    url: str, outcomes: Sequence[Ending], *, connections: int = 5, batch: int = 100
 ) -> CeilingResult:
     """Submit and plan every run (untimed), then time ``connections`` loops carrying them all to the end."""
     db = await Database.connect(url, max_size=connections)

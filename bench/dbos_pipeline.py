@@ -21,13 +21,14 @@ import anyio
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
 
 from bench.ceiling import GENERATORS, SUBMIT_BATCH
-from cli.load import Mix
-from content.normalize import normalized
-from content.samples import Outcome, sample_brief
-from errors import StepFailed
-from store.db import Database
-from store.runs import RunStore
-from store.schema import STEPS, children_first, metadata, tables_of_step
+from sagad.cli.load import Mix
+from sagad.content.normalize import normalized
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.steps import Step
+from sagad.errors import StepFailed
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.store.schema import children_first, metadata
 
 Pipeline = Callable[[str, dict[str, Any]], Coroutine[Any, Any, str]]
 
@@ -36,7 +37,7 @@ def dbos_version() -> str:
     return importlib.metadata.version("dbos")
 
 
-async def _submit(url: str, outcomes: Sequence[Outcome]) -> list[tuple[str, dict[str, Any]]]:
+async def _submit(url: str, outcomes: Sequence[Ending]) -> list[tuple[str, dict[str, Any]]]:
     """The ``workflow_runs`` rows the business rows' foreign keys point at (not timed)."""
     db = await Database.connect(url, max_size=1)
     try:
@@ -59,7 +60,7 @@ def _register(ds: AsyncSQLAlchemyDatasource) -> Pipeline:
         try:
             rows = GENERATORS[index](uuid.UUID(run_id), normalized(raw_brief))
         except StepFailed as failure:
-            return f"{STEPS[index]}: {failure}"
+            return f"{Step.at(index)}: {failure}"
         session = ds.sql_session()
         for table in metadata.sorted_tables:
             if rows.get(table.name):
@@ -69,7 +70,7 @@ def _register(ds: AsyncSQLAlchemyDatasource) -> Pipeline:
     @ds.transaction()
     async def compensate(run_id: str, failed_index: int) -> int:
         """Delete every row the run's earlier steps wrote, children first."""
-        tables = {t.name for step in STEPS[: failed_index + 1] for t in tables_of_step(step)}
+        tables = {table for step in tuple(Step)[: failed_index + 1] for table in step.tables}
         session = ds.sql_session()
         deleted = 0
         for name in children_first(tables):
@@ -80,7 +81,7 @@ def _register(ds: AsyncSQLAlchemyDatasource) -> Pipeline:
 
     @DBOS.workflow()
     async def sagad_pipeline(run_id: str, raw_brief: dict[str, Any]) -> str:
-        for index in range(len(STEPS)):
+        for index in range(len(Step)):
             if await write_step(index, run_id, raw_brief) is not None:
                 await compensate(run_id, index)
                 return "compensated"
@@ -89,7 +90,7 @@ def _register(ds: AsyncSQLAlchemyDatasource) -> Pipeline:
     return sagad_pipeline
 
 
-async def measure_dbos(url: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+async def measure_dbos(url: str, outcomes: Sequence[Ending]) -> dict[str, Any]:
     """Start one workflow per run, all at once, and time until every one has returned."""
     runs = await _submit(url, outcomes)
     config: DBOSConfig = {"name": "sagad-bench", "system_database_url": url, "log_level": "WARNING"}

@@ -24,9 +24,9 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from bench.ceiling import measure_ceiling
-from cli.load import Mix
-from store.db import asyncpg_dsn, redact
-from store.migrate import upgrade
+from sagad.cli.load import Mix
+from sagad.store.db import asyncpg_dsn, redact
+from sagad.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 SOCKET_DIR = Path("/var/run/postgresql")
@@ -37,7 +37,7 @@ TARGETS = {"a/b": 0.5, "a/c": 50.0}
 def default_server_url() -> str:
     if (SOCKET_DIR / ".s.PGSQL.5432").exists():
         return f"postgresql://postgres@/postgres?host={SOCKET_DIR}"
-    from store.embedded import embedded_url  # noqa: PLC0415  (starts a server: only when needed)
+    from sagad.store.embedded import embedded_url  # noqa: PLC0415  (starts a server: only when needed)
 
     return embedded_url()
 
@@ -97,7 +97,7 @@ def measure_sagad(url: str, runs: int) -> dict[str, Any]:
     # A folder of its own, so the daemon's log does not mix with another loadtest's in ./.sagad/.
     with tempfile.TemporaryDirectory(prefix="sagad-bench-") as folder:
         done = subprocess.run(
-            [sys.executable, "-m", "cli.main", "loadtest", *options],
+            [sys.executable, "-m", "sagad", "loadtest", *options],
             check=False,
             cwd=folder,
             capture_output=True,

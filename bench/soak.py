@@ -18,10 +18,10 @@ from pathlib import Path
 
 import anyio
 
-from cli.load import Mix
-from content.samples import sample_brief
-from store.db import Database
-from store.runs import RunStore
+from sagad.cli.load import Mix
+from sagad.content.samples import sample_brief
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 
 WAVE = 10_000
 
@@ -44,7 +44,7 @@ async def _wait_until_idle(store: RunStore) -> None:
 
 async def soak(url: str, runs: int) -> None:
     env = {**os.environ, "SAGAD_DATABASE_URL": url}
-    command = [sys.executable, "-m", "cli.main", "run", "--worker-id", "soak", "--metrics-addr", "127.0.0.1:0"]
+    command = [sys.executable, "-m", "sagad", "run", "--worker-id", "soak", "--metrics-addr", "127.0.0.1:0"]
     daemon = await anyio.open_process(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = await Database.connect(url)
     store = RunStore(db)

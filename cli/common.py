@@ -11,11 +11,11 @@ import anyio
 import typer
 from sqlalchemy.exc import DBAPIError
 
-from errors import SagadError
-from store import migrate
-from store.db import Database, redact
-from store.embedded import embedded_url
-from store.migrate import ensure_migrated
+from sagad.errors import SagadError
+from sagad.store import migrate
+from sagad.store.db import Database, redact
+from sagad.store.embedded import embedded_url
+from sagad.store.migrate import ensure_migrated
 
 DatabaseUrl = Annotated[
     str | None,

@@ -13,10 +13,10 @@ import anyio
 import prometheus_client
 import typer
 
-from cli.common import DatabaseUrl, fail, migrated_database, run_async
-from metrics import Metrics
-from store.records import WorkerId
-from supervisor import Settings, Supervisor
+from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
+from sagad.domain.runs import WorkerId
+from sagad.metrics import Metrics
+from sagad.supervisor import Settings, Supervisor
 
 log = logging.getLogger("sagad")
 

@@ -8,13 +8,13 @@ from typing import Annotated
 import anyio
 import typer
 
-from cli.common import DatabaseUrl, apply_migrations, migrated_database, run_async
-from content.brief import parse_brief
-from errors import InvalidBrief
-from metrics import Metrics
-from store.records import RunId, WorkerId
-from store.runs import RunStore
-from supervisor import Settings, Supervisor
+from sagad.cli.common import DatabaseUrl, apply_migrations, migrated_database, run_async
+from sagad.content.brief import parse_brief
+from sagad.domain.runs import RunId, WorkerId
+from sagad.errors import InvalidBrief
+from sagad.metrics import Metrics
+from sagad.store.runs import RunStore
+from sagad.supervisor import Settings, Supervisor
 
 TERMINAL = ("completed", "compensated")
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from content.samples import Outcome, sample_brief
-from store.records import RunEnd, RunId
-from store.runs import RunStore
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.runs import RunId
+from sagad.store.records import RunEnd
+from sagad.store.runs import RunStore
 
 SUBMIT_BATCH = 200
 
@@ -21,27 +22,27 @@ SUBMIT_BATCH = 200
 class Mix:
     """How many runs of each outcome a load test submits."""
 
-    counts: dict[Outcome, int]
+    counts: dict[Ending, int]
 
     @classmethod
     def of(cls, runs: int, fail_qc: float, fail_delivery: float, invalid: float) -> Mix:
         failing = {
-            Outcome.QC_FAIL: round(runs * fail_qc),
-            Outcome.DELIVERY_FAIL: round(runs * fail_delivery),
-            Outcome.INVALID: round(runs * invalid),
+            Ending.QC_FAIL: round(runs * fail_qc),
+            Ending.DELIVERY_FAIL: round(runs * fail_delivery),
+            Ending.INVALID: round(runs * invalid),
         }
         completed = runs - sum(failing.values())
         if completed < 0:
             raise ValueError("--fail-qc, --fail-delivery and --invalid add up to more than 1")
-        return cls({Outcome.COMPLETED: completed, **failing})
+        return cls({Ending.COMPLETED: completed, **failing})
 
-    def shuffled(self, seed: int = 0) -> list[Outcome]:
+    def shuffled(self, seed: int = 0) -> list[Ending]:
         outcomes = [outcome for outcome, n in self.counts.items() for _ in range(n)]
         random.Random(seed).shuffle(outcomes)
         return outcomes
 
     def expected_statuses(self) -> dict[str, int]:
-        completed = self.counts[Outcome.COMPLETED]
+        completed = self.counts[Ending.COMPLETED]
         return {"completed": completed, "compensated": sum(self.counts.values()) - completed}
 
 
@@ -55,9 +56,7 @@ class Progress:
         return Counter(f.outcome for f in self.finished.values())
 
 
-async def submit_all(
-    runs: RunStore, outcomes: list[Outcome], rate: float, progress: Progress, ids: list[RunId]
-) -> None:
+async def submit_all(runs: RunStore, outcomes: list[Ending], rate: float, progress: Progress, ids: list[RunId]) -> None:
     """Submit every brief: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s (open loop)."""
     started = time.monotonic()
     batch = SUBMIT_BATCH if rate <= 0 else max(1, min(SUBMIT_BATCH, int(rate / 50)))

@@ -19,19 +19,19 @@ from anyio.abc import Process
 from rich.progress import Progress as Bar
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
-from cli.load import Mix, Progress, follow, submit_all
-from cli.report import LoadReport
-from store.audit import audit_database
-from store.records import RunId
-from store.runs import RunStore
+from sagad.cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
+from sagad.cli.load import Mix, Progress, follow, submit_all
+from sagad.cli.report import LoadReport
+from sagad.domain.runs import RunId
+from sagad.store.audit import audit_database
+from sagad.store.runs import RunStore
 
 Fraction = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
 
 def _daemon_command(n: int, options: list[str]) -> list[str]:
     # The URL goes through the environment: a command line (and its password) is visible to `ps`.
-    return [sys.executable, "-m", "cli.main", "run", "--worker-id", f"loadtest-{n}",
+    return [sys.executable, "-m", "sagad", "run", "--worker-id", f"loadtest-{n}",
             "--metrics-addr", "127.0.0.1:0", *options]  # fmt: skip
 
 
@@ -166,7 +166,7 @@ def loadtest_command(
         report = LoadReport.build(mix, list(progress.finished.values()), audit)
         print(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
         if plot is not None:
-            from cli.plot import draw  # noqa: PLC0415  (matplotlib is an optional extra)
+            from sagad.cli.plot import draw  # noqa: PLC0415  (matplotlib is an optional extra)
 
             draw(list(progress.finished.values()), plot)
         return 0 if report.ok else 1

@@ -10,16 +10,16 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DatabaseUrl, apply_migrations, fail, migrated_database, run_async
-from cli.daemon import daemon_command
-from cli.demo import demo_command
-from cli.loadtest import loadtest_command
-from content.brief import MAX_BRIEF_BYTES, parse_brief
-from errors import InvalidBrief
-from store import migrate as migrations
-from store.audit import audit_database
-from store.records import RunId
-from store.runs import RunStore
+from sagad.cli.common import DatabaseUrl, apply_migrations, fail, migrated_database, run_async
+from sagad.cli.daemon import daemon_command
+from sagad.cli.demo import demo_command
+from sagad.cli.loadtest import loadtest_command
+from sagad.content.brief import MAX_BRIEF_BYTES, parse_brief
+from sagad.domain.runs import RunId
+from sagad.errors import InvalidBrief
+from sagad.store import migrate as migrations
+from sagad.store.audit import audit_database
+from sagad.store.runs import RunStore
 
 app = typer.Typer(
     help="sagad: a saga pipeline daemon on PostgreSQL.",

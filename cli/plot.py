@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 
-from cli.report import percentiles
-from store.records import RunEnd
+from sagad.cli.report import percentiles
+from sagad.store.records import RunEnd
 
 
 def draw(finished: list[RunEnd], path: Path) -> None:

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from cli.load import Mix
-from store.records import AuditReport, RunEnd
+from sagad.cli.load import Mix
+from sagad.store.records import AuditReport, RunEnd
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from errors import InvalidBrief
+from sagad.errors import InvalidBrief
 
 MAX_BRIEF_BYTES = 64 * 1024
 _MAX_REPORTED = 10

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from content.brief import Brief
-from content.keys import row_id
-from store.records import Row
+from sagad.content.brief import Brief
+from sagad.domain.rows import Row, row_key
 
 ASSET_KINDS = ("headline", "body", "call_to_action")
 
@@ -20,19 +19,19 @@ def _asset(brief: Brief, channel: str, kind: str) -> str:
 
 
 def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
-    draft_id = row_id(run_id, "draft")
+    draft_id = row_key(run_id, "draft")
     body = " ".join(f"{brief.key_message} ({goal})." for goal in brief.goals)
     bundles: list[Row] = []
     assets: list[Row] = []
     for channel in brief.channels:
-        bundle_id = row_id(run_id, f"bundle/{channel}")
+        bundle_id = row_key(run_id, f"bundle/{channel}")
         bundles.append({"run_id": run_id, "id": bundle_id, "draft_id": draft_id, "channel": channel})
         for kind in ASSET_KINDS:
             content = _asset(brief, channel, kind)
             assets.append(
                 {
                     "run_id": run_id,
-                    "id": row_id(run_id, f"asset/{channel}/{kind}"),
+                    "id": row_key(run_id, f"asset/{channel}/{kind}"),
                     "bundle_id": bundle_id,
                     "kind": kind,
                     "content": content,
@@ -44,7 +43,7 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
             {
                 "run_id": run_id,
                 "id": draft_id,
-                "strategy_id": row_id(run_id, "strategy"),
+                "strategy_id": row_key(run_id, "strategy"),
                 "title": f"{brief.client}: {brief.product}"[:200],
                 "body": body,
                 "word_count": len(body.split()),

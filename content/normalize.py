@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from content.brief import CHANNELS, Brief, load_json, validate_brief
-from content.keys import row_id
-from errors import InvalidBrief, StepFailed
-from store.records import Row
+from sagad.content.brief import CHANNELS, Brief, load_json, validate_brief
+from sagad.domain.rows import Row, row_key
+from sagad.errors import InvalidBrief, StepFailed
 
 
 def _clean(text: str) -> str:
@@ -46,7 +45,7 @@ def normalized(raw: Any) -> Brief:
 
 
 def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
-    brief_id = row_id(run_id, "brief")
+    brief_id = row_key(run_id, "brief")
     intake = [("goal", goal) for goal in brief.goals] + [("channel", c) for c in brief.channels]
     return {
         "onboarding_brief": [
@@ -65,7 +64,7 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
         "onboarding_intake": [
             {
                 "run_id": run_id,
-                "id": row_id(run_id, f"intake/{field}/{value}"),
+                "id": row_key(run_id, f"intake/{field}/{value}"),
                 "brief_id": brief_id,
                 "field": field,
                 "value": value,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from content.brief import Brief
-from content.keys import row_id
-from errors import StepFailed
-from store.records import Row
+from sagad.content.brief import Brief
+from sagad.domain.rows import Row, row_key
+from sagad.errors import StepFailed
 
 THRESHOLD = 0.7
 BANNED_CLAIMS = ("guaranteed", "miracle", "risk-free", "cure")
@@ -36,13 +35,13 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
     if result < THRESHOLD:
         blockers = "; ".join(message for severity, message in issues if severity == "blocker")
         raise StepFailed(f"QC score {result:.2f} below threshold {THRESHOLD:.2f}: {blockers}")
-    qc_id = row_id(run_id, "qc")
+    qc_id = row_key(run_id, "qc")
     return {
         "qc_results": [
             {
                 "run_id": run_id,
                 "id": qc_id,
-                "draft_id": row_id(run_id, "draft"),
+                "draft_id": row_key(run_id, "draft"),
                 "score": result,
                 "passed": True,
             }
@@ -50,7 +49,7 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
         "qc_issues": [
             {
                 "run_id": run_id,
-                "id": row_id(run_id, f"qc_issue/{n}"),
+                "id": row_key(run_id, f"qc_issue/{n}"),
                 "qc_result_id": qc_id,
                 "severity": severity,
                 "message": message,

@@ -6,8 +6,10 @@ import random
 from enum import Enum
 from typing import Any, assert_never
 
+from sagad.domain.steps import Step
 
-class Outcome(Enum):
+
+class Ending(Enum):
     """Where a sample brief is built to end."""
 
     COMPLETED = "completed"
@@ -16,16 +18,16 @@ class Outcome(Enum):
     INVALID = "invalid"
 
     @property
-    def failed_step(self) -> str | None:
+    def failed_step(self) -> Step | None:
         match self:
-            case Outcome.COMPLETED:
+            case Ending.COMPLETED:
                 return None
-            case Outcome.QC_FAIL:
-                return "qc_evaluate"
-            case Outcome.DELIVERY_FAIL:
-                return "deliver"
-            case Outcome.INVALID:
-                return "normalize_brief"
+            case Ending.QC_FAIL:
+                return Step.QC_EVALUATE
+            case Ending.DELIVERY_FAIL:
+                return Step.DELIVER
+            case Ending.INVALID:
+                return Step.NORMALIZE_BRIEF
             case _:
                 assert_never(self)
 
@@ -34,7 +36,7 @@ _PRODUCTS = ("trail shoes", "rain jacket", "camping stove", "headlamp", "water f
 _CHANNELS = ("email", "social", "blog", "search", "video")
 
 
-def sample_brief(outcome: Outcome, seed: int) -> dict[str, Any]:
+def sample_brief(outcome: Ending, seed: int) -> dict[str, Any]:
     """A valid-shaped brief that ends as ``outcome``; ``seed`` varies its content deterministically."""
     rng = random.Random(seed)
     channels = rng.sample(_CHANNELS, rng.randint(1, 3))
@@ -51,14 +53,14 @@ def sample_brief(outcome: Outcome, seed: int) -> dict[str, Any]:
         "delivery": {"target": rng.choice(("cms", "email", "social")), "destination": f"client-{seed % 97}"},
     }
     match outcome:
-        case Outcome.COMPLETED:
+        case Ending.COMPLETED:
             pass
-        case Outcome.QC_FAIL:
+        case Ending.QC_FAIL:
             brief["key_message"] = "guaranteed results, a miracle in a box"
-        case Outcome.DELIVERY_FAIL:
+        case Ending.DELIVERY_FAIL:
             brief["delivery"] = {"target": "social", "destination": f"client-{seed % 97}"}
             brief["word_limit"] = 1500
-        case Outcome.INVALID:
+        case Ending.INVALID:
             brief["channels"] = [*channels, "fax"]
         case _:
             assert_never(outcome)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from content.brief import Brief
-from content.keys import row_id
-from store.records import Row
+from sagad.content.brief import Brief
+from sagad.domain.rows import Row, row_key
 
 
 def channel_split(brief: Brief) -> dict[str, int]:
@@ -21,8 +20,8 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
         "strategy_document": [
             {
                 "run_id": run_id,
-                "id": row_id(run_id, "strategy"),
-                "brief_id": row_id(run_id, "brief"),
+                "id": row_key(run_id, "strategy"),
+                "brief_id": row_key(run_id, "brief"),
                 "positioning": f"{brief.product} for {brief.audience}, in a {brief.tone} voice",
                 "key_messages": " | ".join([brief.key_message, *(f"drive {g}" for g in brief.goals)]),
                 "channel_plan": plan,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from alembic import context
 from sqlalchemy import pool
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from store.migrate import sqlalchemy_url
-from store.schema import metadata
+from sagad.store.schema import metadata
 
 config = context.config
 
@@ -21,9 +21,16 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _url() -> str:
+    """The URL ``sagad migrate`` passes, or SAGAD_DATABASE_URL for alembic's own command line."""
+    url = config.attributes.get("url") or os.environ.get("SAGAD_DATABASE_URL")
+    if not url:
+        raise SystemExit("no database URL: set SAGAD_DATABASE_URL")
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
 async def _run_async() -> None:
-    url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
-    engine = create_async_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_async_engine(_url(), poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from store.db import Database
-from store.records import AuditFinding, AuditReport
-from store.schema import BUSINESS_TABLES, STEPS
+from sagad.domain.steps import BUSINESS_TABLES, step_of_table
+from sagad.store.db import Database
+from sagad.store.records import AuditFinding, AuditReport
 
 _EXAMPLES = 5
 
@@ -15,20 +15,20 @@ def _checks() -> list[tuple[str, str]]:
     """(invariant, query returning one text column per violation; $1 is the grace in seconds)."""
     checks: list[tuple[str, str]] = []
     for table in BUSINESS_TABLES:
-        step = STEPS.index(table.info["step"])
+        step = step_of_table(table)
         checks.append(
             (
-                f"{table.name}: rows only for runs whose step {table.info['step']} committed",
-                f"SELECT t.run_id::text || ' (' || r.status || ')' FROM {table.name} t "
+                f"{table}: rows only for runs whose step {step} committed",
+                f"SELECT t.run_id::text || ' (' || r.status || ')' FROM {table} t "
                 f"JOIN workflow_runs r ON r.id = t.run_id "
-                f"WHERE r.status IN ('pending', 'compensated') OR r.next_step <= {step}",
+                f"WHERE r.status IN ('pending', 'compensated') OR r.next_step <= {step.index}",
             )
         )
         checks.append(
             (
-                f"{table.name}: every completed run has rows",
+                f"{table}: every completed run has rows",
                 f"SELECT r.id::text FROM workflow_runs r WHERE r.status = 'completed' "
-                f"AND NOT EXISTS (SELECT 1 FROM {table.name} t WHERE t.run_id = r.id)",
+                f"AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.run_id = r.id)",
             )
         )
     checks += [

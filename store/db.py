@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from errors import ConfigError, DatabaseError, PermanentDatabaseError, SchemaNotReady, TransientDatabaseError
+from sagad.errors import ConfigError, DatabaseError, PermanentDatabaseError, SchemaNotReady, TransientDatabaseError
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (serialization
 # failure, deadlock), insufficient resources, and the server shutting down or starting up.

@@ -7,7 +7,7 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from errors import ConfigError
+from sagad.errors import ConfigError
 
 FOLDER = Path(".sagad")
 

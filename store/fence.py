@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from store.records import Lease
+from sagad.domain.runs import Lease
 
 
 def locked_leases(where: str, extra_columns: str = "", *, skip_locked: bool = False) -> str:

@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-import migrations
-from errors import SchemaNotReady
-from store.db import Database, asyncpg_dsn
+from sagad.errors import SchemaNotReady
+from sagad.store.db import Database, asyncpg_dsn
 
-_SCRIPTS = Path(migrations.__file__).parent
+# The scripts ship as package data of sagad.migrations, wherever sagad is installed.
+_SCRIPTS = str(files("sagad.migrations"))
 
 
-def sqlalchemy_url(url: str | None) -> str:
+def sqlalchemy_url(url: str) -> str:
     """The URL as SQLAlchemy's asyncpg dialect wants it."""
-    url = url or os.environ.get("SAGAD_DATABASE_URL")
-    if not url:
-        raise SystemExit("no database URL: set SAGAD_DATABASE_URL")
     return make_url(asyncpg_dsn(url)).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's configuration; ``migrations/env.py`` connects to ``url``."""
     config = Config()
-    config.set_main_option("script_location", str(_SCRIPTS))
-    config.attributes["url"] = url
+    config.set_main_option("script_location", _SCRIPTS)
+    if url is not None:
+        config.attributes["url"] = sqlalchemy_url(url)
     return config
 
 
@@ -42,7 +40,7 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 

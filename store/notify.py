@@ -7,9 +7,9 @@ from typing import Any
 
 import anyio
 
-from errors import TransientDatabaseError
-from store.db import Database, _is_closed
-from store.runs import SUBMITTED_CHANNEL
+from sagad.errors import TransientDatabaseError
+from sagad.store.db import Database, _is_closed
+from sagad.store.runs import SUBMITTED_CHANNEL
 
 log = logging.getLogger(__name__)
 

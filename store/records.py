@@ -1,60 +1,12 @@
-"""What the store hands out: identifiers and frozen records, never rows or SQLAlchemy objects."""
+"""What the store hands out besides the domain's records: run views and audit reports."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NewType
+from typing import Any
 
-RunId = NewType("RunId", uuid.UUID)
-LeaseToken = NewType("LeaseToken", int)
-WorkerId = NewType("WorkerId", str)
-
-Row = dict[str, Any]
-"""One business row, keyed by column name (server defaults left out)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A run this daemon holds, with the fencing token of its claim."""
-
-    run_id: RunId
-    token: LeaseToken
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedRun:
-    """A run just claimed: where it stands and what it needs to go on."""
-
-    lease: Lease
-    status: str
-    next_step: int
-    failed_step: str | None
-    last_error: str | None
-    brief: str
-    """The stored brief as JSON text: each run decodes its own, so one that Python cannot read fails alone."""
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class StepWrite:
-    """One run's part of a step's group commit: its rows, or the reason the step failed."""
-
-    lease: Lease
-    rows: dict[str, list[Row]] = field(default_factory=dict)
-    failure: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """What a fenced commit did: the runs it wrote for, and the age of each run (database time)."""
-
-    owned: dict[RunId, float]
-    """Runs whose fence held, with seconds since submission at commit."""
-
-    rows: dict[str, int] = field(default_factory=dict)
-    """Rows written (or deleted, for a compensation) per table."""
+from sagad.domain.runs import RunId
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +24,7 @@ class RunEnd:
 
 
 @dataclass(frozen=True, slots=True)
-class RunStatus:
+class RunDetails:
     """A run as ``sagad status`` shows it."""
 
     run_id: RunId

@@ -9,10 +9,11 @@ from typing import Any
 
 import asyncpg
 
-from store.db import Database
-from store.fence import lease_arrays, locked_leases
-from store.records import ClaimedRun, Lease, LeaseToken, RunEnd, RunId, RunStatus, WorkerId
-from store.schema import STEPS
+from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId
+from sagad.domain.steps import Step
+from sagad.store.db import Database
+from sagad.store.fence import lease_arrays, locked_leases
+from sagad.store.records import RunDetails, RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
 
@@ -108,9 +109,9 @@ def _claimed_runs(rows: Sequence[asyncpg.Record]) -> list[ClaimedRun]:
     return [
         ClaimedRun(
             lease=Lease(RunId(row["id"]), LeaseToken(row["lease_token"])),
-            status=row["status"],
-            next_step=row["next_step"],
-            failed_step=row["failed_step"],
+            status=RunStatus(row["status"]),
+            next_step=Step.at(row["next_step"]),
+            failed_step=None if row["failed_step"] is None else Step(row["failed_step"]),
             last_error=row["last_error"],
             brief=row["brief"],
             attempts=row["attempts"],
@@ -175,17 +176,17 @@ class RunStore:
         rows = await self._db.fetch(_RELEASE, ids, tokens, worker)
         return {RunId(row["id"]) for row in rows}
 
-    async def status(self, run_id: RunId) -> RunStatus | None:
+    async def status(self, run_id: RunId) -> RunDetails | None:
         rows = await self._db.fetch(_STATUS, run_id)
         if not rows:
             return None
         row = rows[0]
         step = row["next_step"]
         running = row["status"] in ("pending", "running")
-        return RunStatus(
+        return RunDetails(
             run_id=RunId(row["id"]),
             status=row["status"],
-            current_step=STEPS[step] if running and step < len(STEPS) else None,
+            current_step=Step.at(step).value if running and step < len(Step) else None,
             failed_step=row["failed_step"],
             attempts=row["attempts"],
             last_error=row["last_error"],

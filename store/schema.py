@@ -28,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
+from sagad.domain.runs import STATUS_NAMES
+from sagad.domain.steps import STEP_NAMES, Step, step_of_table
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -38,10 +41,9 @@ metadata = MetaData(
     }
 )
 
-STEPS = ("normalize_brief", "generate_strategy", "generate_draft", "qc_evaluate", "deliver")
-"""The pipeline, in order; ``workflow_runs.next_step`` indexes it."""
-
-STATUSES = ("pending", "running", "compensating", "completed", "compensated")
+# The step names and statuses the CHECK constraints admit.
+_STEPS = STEP_NAMES
+_STATUSES = STATUS_NAMES
 
 workflow_runs = Table(
     "workflow_runs",
@@ -65,11 +67,11 @@ workflow_runs = Table(
     Column("failed_at", TIMESTAMP(timezone=True), nullable=True),
     Column("finished_at", TIMESTAMP(timezone=True), nullable=True),
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint(f"status IN {STATUSES!r}", name="status"),
-    CheckConstraint(f"next_step BETWEEN 0 AND {len(STEPS)}", name="next_step"),
+    CheckConstraint(f"status IN {_STATUSES!r}", name="status"),
+    CheckConstraint(f"next_step BETWEEN 0 AND {len(_STEPS)}", name="next_step"),
     # Every non-terminal state names where the run goes next, so a claim can always route it.
-    CheckConstraint(f"status <> 'running' OR next_step < {len(STEPS)}", name="running_step"),
-    CheckConstraint(f"failed_step IS NULL OR failed_step IN {STEPS!r}", name="failed_step"),
+    CheckConstraint(f"status <> 'running' OR next_step < {len(_STEPS)}", name="running_step"),
+    CheckConstraint(f"failed_step IS NULL OR failed_step IN {_STEPS!r}", name="failed_step"),
     CheckConstraint("status <> 'compensating' OR failed_step IS NOT NULL", name="compensating_step"),
     # Only unfinished runs can be claimed, so the claim needs no status filter and walks the
     # available_at index in order (a filter on status made it a bitmap scan that grew with bloat).
@@ -87,11 +89,10 @@ workflow_runs = Table(
 
 def _business_table(
     name: str,
-    step: str,
     *columns: Column[object],
     parents: tuple[tuple[str, str], ...] = (),
 ) -> Table:
-    """A table written by ``step``; ``parents`` maps a key column to the table it references."""
+    """A table of the step that owns ``name``; ``parents`` maps a key column to the table it references."""
     fk_columns = [Column(column, UUID(as_uuid=True), nullable=False) for column, _ in parents]
     constraints = [
         ForeignKeyConstraint(["run_id", column], [f"{parent}.run_id", f"{parent}.id"]) for column, parent in parents
@@ -110,13 +111,12 @@ def _business_table(
         Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
         *constraints,
         *indexes,
-        info={"step": step},
+        info={"step": step_of_table(name)},
     )
 
 
 onboarding_brief = _business_table(
     "onboarding_brief",
-    "normalize_brief",
     Column("client", Text, nullable=False),
     Column("product", Text, nullable=False),
     Column("audience", Text, nullable=False),
@@ -127,14 +127,12 @@ onboarding_brief = _business_table(
 )
 onboarding_intake = _business_table(
     "onboarding_intake",
-    "normalize_brief",
     Column("field", Text, nullable=False),
     Column("value", Text, nullable=False),
     parents=(("brief_id", "onboarding_brief"),),
 )
 strategy_document = _business_table(
     "strategy_document",
-    "generate_strategy",
     Column("positioning", Text, nullable=False),
     Column("key_messages", Text, nullable=False),
     Column("channel_plan", Text, nullable=False),
@@ -142,7 +140,6 @@ strategy_document = _business_table(
 )
 production_drafts = _business_table(
     "production_drafts",
-    "generate_draft",
     Column("title", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("word_count", Integer, nullable=False),
@@ -150,13 +147,11 @@ production_drafts = _business_table(
 )
 production_bundles = _business_table(
     "production_bundles",
-    "generate_draft",
     Column("channel", Text, nullable=False),
     parents=(("draft_id", "production_drafts"),),
 )
 production_bundle_assets = _business_table(
     "production_bundle_assets",
-    "generate_draft",
     Column("kind", Text, nullable=False),
     Column("content", Text, nullable=False),
     Column("size_bytes", Integer, nullable=False),
@@ -164,21 +159,18 @@ production_bundle_assets = _business_table(
 )
 qc_results = _business_table(
     "qc_results",
-    "qc_evaluate",
     Column("score", Float, nullable=False),
     Column("passed", Boolean, nullable=False),
     parents=(("draft_id", "production_drafts"),),
 )
 qc_issues = _business_table(
     "qc_issues",
-    "qc_evaluate",
     Column("severity", Text, nullable=False),
     Column("message", Text, nullable=False),
     parents=(("qc_result_id", "qc_results"),),
 )
 delivery_packages = _business_table(
     "delivery_packages",
-    "deliver",
     Column("target", Text, nullable=False),
     Column("destination", Text, nullable=False),
     Column("total_words", Integer, nullable=False),
@@ -186,17 +178,14 @@ delivery_packages = _business_table(
 )
 delivery_artifacts = _business_table(
     "delivery_artifacts",
-    "deliver",
     Column("uri", Text, nullable=False),
     parents=(("package_id", "delivery_packages"), ("asset_id", "production_bundle_assets")),
 )
 
-BUSINESS_TABLES: tuple[Table, ...] = tuple(t for t in metadata.sorted_tables if "step" in t.info)
 
-
-def tables_of_step(step: str) -> tuple[Table, ...]:
+def tables_of_step(step: Step) -> tuple[Table, ...]:
     """The business tables a step writes, parents before children."""
-    return tuple(t for t in BUSINESS_TABLES if t.info["step"] == step)
+    return tuple(metadata.tables[name] for name in step.tables)
 
 
 def children_first(names: set[str] | frozenset[str]) -> tuple[str, ...]:

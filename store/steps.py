@@ -6,11 +6,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import cache
 
-from store.db import Database
-from store.fence import lease_arrays, locked_leases
-from store.records import Committed, Lease, Row, RunId, StepWrite, WorkerId
-from store.schema import STEPS, children_first, tables_of_step
-from store.writes import column_arrays, delete_runs, insert_statement, written_columns
+from sagad.domain.rows import Committed, Row, StepWrite
+from sagad.domain.runs import Lease, RunId, WorkerId
+from sagad.domain.steps import Step
+from sagad.store.db import Database
+from sagad.store.fence import lease_arrays, locked_leases
+from sagad.store.schema import children_first, tables_of_step
+from sagad.store.writes import column_arrays, delete_runs, insert_statement, written_columns
 
 _ADVANCE = """
     UPDATE workflow_runs r SET
@@ -41,7 +43,7 @@ _ALREADY_PAST_STEP = """
 
 
 @cache
-def step_statement(step: str) -> str:
+def step_statement(step: Step) -> str:
     """A step's whole commit as ONE statement (one round trip, atomic without BEGIN/COMMIT).
 
     $1-$7 fence and advance the runs; then one array per column of each table the step writes,
@@ -82,15 +84,13 @@ class StepStore:
         self._db = db
         self._worker = worker
 
-    async def commit_step(self, step: str, writes: Sequence[StepWrite]) -> Committed:
+    async def commit_step(self, step: Step, writes: Sequence[StepWrite]) -> Committed:
         """One statement: advance (or mark failed) every run still ours, insert the rows of those.
 
         A run whose fence does not hold is left out, and none of its rows are written.
         """
-        index = STEPS.index(step)
         ids, tokens = lease_arrays([w.lease for w in writes])
         failures = [w.failure for w in writes]
-        is_last = index == len(STEPS) - 1
         by_table: dict[str, list[Row]] = defaultdict(list)
         for write in writes:
             if write.failure is None:
@@ -99,7 +99,7 @@ class StepStore:
         arrays = [array for t in tables_of_step(step) for array in column_arrays(t.name, by_table[t.name])]
         async with self._db.connection() as conn:
             owned_rows = await conn.fetch(
-                step_statement(step), ids, tokens, self._worker, failures, index, is_last, step, *arrays
+                step_statement(step), ids, tokens, self._worker, failures, step.index, step.is_last, step.value, *arrays
             )
         return Committed(owned={RunId(row["id"]): row["age"] for row in owned_rows})
 

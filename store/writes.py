@@ -10,8 +10,8 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
-from store.records import Row
-from store.schema import metadata
+from sagad.domain.rows import Row
+from sagad.store.schema import metadata
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from store import migrate
-from store.db import Database, asyncpg_dsn
-from store.embedded import embedded_url
-from store.runs import RunStore
+from sagad.store import migrate
+from sagad.store.db import Database, asyncpg_dsn
+from sagad.store.embedded import embedded_url
+from sagad.store.runs import RunStore
 
 
 def with_database(url: str, name: str) -> str:

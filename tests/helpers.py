@@ -9,16 +9,16 @@ from typing import Any
 
 import anyio
 
-from actors.ports import FaultPoints
-from content import delivery, draft, normalize, qc, strategy
-from errors import StepFailed
-from metrics import Metrics
-from store.db import Database
-from store.records import RunId, WorkerId
-from store.schema import BUSINESS_TABLES
-from supervisor import Settings, Supervisor
+from sagad.actors.ports import FaultPoints
+from sagad.content import delivery, draft, normalize, qc, strategy
+from sagad.domain.runs import RunId, WorkerId
+from sagad.domain.steps import BUSINESS_TABLES
+from sagad.errors import StepFailed
+from sagad.metrics import Metrics
+from sagad.store.db import Database
+from sagad.supervisor import Settings, Supervisor
 
-TABLES = tuple(t.name for t in BUSINESS_TABLES)
+TABLES = BUSINESS_TABLES
 GENERATORS = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
 
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).parents[1]
 def sagad(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run one ``sagad`` command to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "sagad", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -35,7 +35,7 @@ class Daemon:
         self._command = [
             sys.executable,
             "-m",
-            "cli.main",
+            "sagad",
             "run",
             "--database-url",
             database_url,

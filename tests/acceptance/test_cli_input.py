@@ -15,9 +15,9 @@ import anyio
 import pytest
 from sqlalchemy.engine import make_url
 
-from content.brief import MAX_BRIEF_BYTES
-from store import migrate
-from store.db import Database
+from sagad.content.brief import MAX_BRIEF_BYTES
+from sagad.store import migrate
+from sagad.store.db import Database
 from tests.helpers import TABLES, rows_per_table
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -45,7 +45,7 @@ def sagad(*args: str, cwd: Path, stdin: bytes | None = None, timeout: float = 60
     """Run the ``sagad`` command line in a child process, with no SAGAD_* settings inherited."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("SAGAD_")}
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "sagad", *args],
         input=stdin if stdin is not None else b"",
         capture_output=True,
         timeout=timeout,

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from content.samples import Outcome, sample_brief
-from store.db import Database
-from store.records import RunId
-from store.runs import RunStore
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.runs import RunId
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.helpers import expected_totals, rows_per_table, wait_finished, wait_terminal
 from tests.processes import Daemon, sagad
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-MIX = [Outcome.COMPLETED] * 7 + [Outcome.QC_FAIL, Outcome.DELIVERY_FAIL, Outcome.INVALID]
+MIX = [Ending.COMPLETED] * 7 + [Ending.QC_FAIL, Ending.DELIVERY_FAIL, Ending.INVALID]
 
 
 @pytest.fixture
@@ -28,18 +28,18 @@ def daemons(database_url: str, tmp_path: Path) -> Iterator[list[Daemon]]:
         daemon.ensure_stopped()
 
 
-async def submit_mix(runs: RunStore, n: int) -> dict[RunId, Outcome]:
+async def submit_mix(runs: RunStore, n: int) -> dict[RunId, Ending]:
     outcomes = [MIX[seed % len(MIX)] for seed in range(n)]
     results = await runs.submit_many([(sample_brief(o, seed), None) for seed, o in enumerate(outcomes)])
     return {run_id: outcome for (run_id, _), outcome in zip(results, outcomes, strict=True)}
 
 
-async def assert_all_ended_as_built(db: Database, outcomes: dict[RunId, Outcome], seconds: float) -> None:
+async def assert_all_ended_as_built(db: Database, outcomes: dict[RunId, Ending], seconds: float) -> None:
     statuses = await wait_terminal(db, outcomes, seconds=seconds)
     wrong = {
         run: status
         for run, status in statuses.items()
-        if status != ("completed" if outcomes[run] is Outcome.COMPLETED else "compensated")
+        if status != ("completed" if outcomes[run] is Ending.COMPLETED else "compensated")
     }
     assert not wrong
     # No step effect twice, no effect left behind: exactly the completed runs' rows, each once.

@@ -10,20 +10,20 @@ from functools import partial
 
 import anyio
 
-from content.samples import Outcome, sample_brief
-from store.db import Database
-from store.records import RunId
-from store.runs import RunStore
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.runs import RunId
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.helpers import TABLES, expected_rows, expected_totals, rows_per_table, wait_terminal
 from tests.processes import sagad
 
-MIX = (Outcome.COMPLETED,) * 7 + (Outcome.QC_FAIL, Outcome.DELIVERY_FAIL, Outcome.INVALID)
-FAILING = (Outcome.QC_FAIL, Outcome.DELIVERY_FAIL, Outcome.QC_FAIL, Outcome.DELIVERY_FAIL, Outcome.INVALID)
+MIX = (Ending.COMPLETED,) * 7 + (Ending.QC_FAIL, Ending.DELIVERY_FAIL, Ending.INVALID)
+FAILING = (Ending.QC_FAIL, Ending.DELIVERY_FAIL, Ending.QC_FAIL, Ending.DELIVERY_FAIL, Ending.INVALID)
 
 
 async def submit_mix(
-    runs: RunStore, n: int, *, first_seed: int = 0, mix: Sequence[Outcome] = MIX
-) -> dict[RunId, Outcome]:
+    runs: RunStore, n: int, *, first_seed: int = 0, mix: Sequence[Ending] = MIX
+) -> dict[RunId, Ending]:
     """Submit ``n`` briefs in one transaction, built to end as ``mix`` says (cycled)."""
     seeds = range(first_seed, first_seed + n)
     outcomes = [mix[seed % len(mix)] for seed in seeds]
@@ -83,14 +83,14 @@ async def assert_audit_clean(database_url: str) -> None:
 
 
 async def assert_ended_as_built(
-    db: Database, database_url: str, outcomes: dict[RunId, Outcome], *, seconds: float
+    db: Database, database_url: str, outcomes: dict[RunId, Ending], *, seconds: float
 ) -> RowAccount:
     """Every run terminal and ended as its brief was built; exactly the completed runs' rows; audit clean."""
     statuses = await wait_terminal(db, outcomes, seconds=seconds)
     wrong = {
         run: status
         for run, status in statuses.items()
-        if status != ("completed" if outcomes[run] is Outcome.COMPLETED else "compensated")
+        if status != ("completed" if outcomes[run] is Ending.COMPLETED else "compensated")
     }
     if wrong:
         rows = await db.fetch(

@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from store import migrate
-from store.db import asyncpg_dsn
-from store.embedded import embedded_url
+from sagad.store import migrate
+from sagad.store.db import asyncpg_dsn
+from sagad.store.embedded import embedded_url
 
 
 def _pg_ctl(pgdata: Path, *args: str) -> None:

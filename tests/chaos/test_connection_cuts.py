@@ -7,8 +7,8 @@ import signal
 import anyio
 import pytest
 
-from store.db import Database
-from store.runs import RunStore
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet, sample
 from tests.chaos.invariants import assert_ended_as_built, max_attempts, report, submit_mix
 from tests.chaos.proxy import Upstream, running_proxy

@@ -9,8 +9,8 @@ import anyio
 import asyncpg
 import pytest
 
-from store.db import Database, asyncpg_dsn
-from store.runs import RunStore
+from sagad.store.db import Database, asyncpg_dsn
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet, is_running, sample
 from tests.chaos.invariants import FAILING, assert_ended_as_built, report, submit_mix
 from tests.chaos.proxy import Upstream, running_proxy

@@ -9,9 +9,9 @@ from functools import partial
 import anyio
 import pytest
 
-from content.samples import Outcome, sample_brief
-from store.db import Database
-from store.runs import RunStore
+from sagad.content.samples import Ending, sample_brief
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet, sample
 from tests.chaos.invariants import assert_ended_as_built, report, submit_mix
 from tests.helpers import wait_terminal
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 async def test_a_run_claimed_past_max_attempts_is_compensated_as_poison(
     database_url: str, db: Database, runs: RunStore, fleet: Fleet
 ) -> None:
-    poison, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 7))
+    poison, _ = await runs.submit(sample_brief(Ending.COMPLETED, 7))
     await db.fetch("UPDATE workflow_runs SET attempts = 10 WHERE id = $1", poison)
     healthy = await submit_mix(runs, 50, first_seed=100)
 

@@ -7,10 +7,10 @@ import signal
 import anyio
 import pytest
 
-from content.samples import Outcome
-from store.db import Database
-from store.records import RunId
-from store.runs import RunStore
+from sagad.content.samples import Ending
+from sagad.domain.runs import RunId
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet, is_running, sample
 from tests.chaos.invariants import assert_ended_as_built, max_attempts, report, submit_mix
 from tests.chaos.server import ThrowawayServer
@@ -35,7 +35,7 @@ async def test_daemons_ride_out_three_postgres_restarts_mid_load(
         daemons = [fleet.start(url, worker, *OPTIONS) for worker in ("north", "south")]
         for daemon in daemons:
             await daemon.metrics_url()
-        outcomes: dict[RunId, Outcome] = {}
+        outcomes: dict[RunId, Ending] = {}
         in_flight: list[int] = []
         with anyio.fail_after(90):
             for restart in range(RESTARTS):

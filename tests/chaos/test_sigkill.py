@@ -8,10 +8,10 @@ import signal
 import anyio
 import pytest
 
-from content.samples import Outcome
-from store.db import Database
-from store.records import RunId
-from store.runs import RunStore
+from sagad.content.samples import Ending
+from sagad.domain.runs import RunId
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import assert_ended_as_built, held_by, max_attempts, report, submit_mix
 from tests.chaos.write_log import count_writes, install_write_log, writes_not_by_holder
@@ -34,7 +34,7 @@ async def test_repeated_sigkills_of_three_daemons_lose_and_duplicate_nothing(
     for daemon in slots:
         await daemon.metrics_url()
     chance = random.Random(20)
-    outcomes: dict[RunId, Outcome] = {}
+    outcomes: dict[RunId, Ending] = {}
     kills = held_when_killed = 0
 
     with anyio.fail_after(90):

@@ -9,8 +9,8 @@ from functools import partial
 import asyncpg
 import pytest
 
-from store.db import Database, asyncpg_dsn
-from store.runs import RunStore
+from sagad.store.db import Database, asyncpg_dsn
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import assert_ended_as_built, held_by, holds_at_least, report, submit_mix
 from tests.chaos.waiting import wait_until

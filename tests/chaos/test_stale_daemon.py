@@ -9,8 +9,8 @@ from functools import partial
 import anyio
 import pytest
 
-from store.db import Database
-from store.runs import RunStore
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet, sample
 from tests.chaos.invariants import assert_ended_as_built, held_by, holds_at_least, report, submit_mix
 from tests.chaos.waiting import wait_count, wait_until

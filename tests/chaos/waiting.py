@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 
-from errors import TransientDatabaseError
-from store.db import Database
+from sagad.errors import TransientDatabaseError
+from sagad.store.db import Database
 
 
 async def wait_until(condition: Callable[[], Awaitable[bool]], *, seconds: float, every: float = 0.05) -> None:

@@ -7,7 +7,7 @@ each business row. Fencing then reads as one query: every write was made by the 
 
 from __future__ import annotations
 
-from store.db import Database
+from sagad.store.db import Database
 from tests.helpers import TABLES
 
 _SETUP = """

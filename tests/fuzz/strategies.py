@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from content.brief import CHANNELS, MAX_BRIEF_BYTES
+from sagad.content.brief import CHANNELS, MAX_BRIEF_BYTES
 
 SQL_PAYLOADS = (
     "'; DROP TABLE workflow_runs; --",

@@ -19,16 +19,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from content import delivery, draft, normalize, qc, strategy
-from content.brief import MAX_BRIEF_BYTES, Brief, parse_brief
-from errors import InvalidBrief, StepFailed
-from metrics import ACTORS
-from store.audit import audit_database
-from store.db import Database
-from store.records import RunId
-from store.runs import RunStore
-from store.schema import STEPS
-from supervisor import Supervisor
+from sagad.content import delivery, draft, normalize, qc, strategy
+from sagad.content.brief import MAX_BRIEF_BYTES, Brief, parse_brief
+from sagad.domain.runs import RunId
+from sagad.domain.steps import Step
+from sagad.errors import InvalidBrief, StepFailed
+from sagad.metrics import ACTORS
+from sagad.store.audit import audit_database
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.supervisor import Supervisor
 from tests.fuzz.strategies import (
     DEEPLY_NESTED,
     FIELDS,
@@ -125,13 +125,13 @@ def failing_step(raw: Any) -> str | None:
     try:
         brief = normalize.normalized(raw)
     except StepFailed:
-        return STEPS[0]
+        return Step.NORMALIZE_BRIEF.value
     run_id = uuid.uuid4()
-    for step, generate in zip(STEPS, GENERATORS, strict=True):
+    for step, generate in zip(Step, GENERATORS, strict=True):
         try:
             generate(run_id, brief)
         except StepFailed:
-            return step
+            return step.value
     return None
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors.claimer import Claimer
-from actors.ledger import Ledger
-from actors.messages import Compensation, StepWork
-from content.samples import Outcome, sample_brief
-from errors import TransientDatabaseError
-from metrics import Metrics
-from store.db import Database
-from store.records import ClaimedRun, WorkerId
-from store.runs import RunStore
-from store.schema import STEPS
-from store.steps import StepStore
+from sagad.actors.claimer import Claimer
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import Compensation, StepWork
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.runs import ClaimedRun, WorkerId
+from sagad.domain.steps import Step
+from sagad.errors import TransientDatabaseError
+from sagad.metrics import Metrics
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.store.steps import StepStore
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ class _Sleep:
 
 async def test_runs_of_a_claim_whose_answer_was_lost_are_routed_under_that_claim(db: Database) -> None:
     store = _FirstAnswerLost(db)
-    briefs = [(sample_brief(Outcome.COMPLETED, n), None) for n in range(3)]
+    briefs = [(sample_brief(Ending.COMPLETED, n), None) for n in range(3)]
     submitted = {run_id for run_id, _ in await store.submit_many(briefs)}
     metrics = Metrics()
     claimer = Claimer(
@@ -58,8 +58,8 @@ async def test_runs_of_a_claim_whose_answer_was_lost_are_routed_under_that_claim
         steps_store=StepStore(db, WORKER),
         max_attempts=5,
     )
-    forward = [anyio.create_memory_object_stream[StepWork](10) for _ in STEPS]
-    backward = [anyio.create_memory_object_stream[Compensation](10) for _ in STEPS]
+    forward = [anyio.create_memory_object_stream[StepWork](10) for _ in Step]
+    backward = [anyio.create_memory_object_stream[Compensation](10) for _ in Step]
 
     routed: list[StepWork] = []
     async with anyio.create_task_group() as tg:

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from actors.pipeline import STEP_ACTORS
-from content.normalize import normalized
-from errors import PermanentDatabaseError
-from store.db import Database
-from store.records import Lease, LeaseToken, RunId, StepWrite, WorkerId
-from store.runs import RunStore
-from store.schema import BUSINESS_TABLES, children_first, metadata
-from store.steps import StepStore
+from sagad.actors.pipeline import STEP_ACTORS
+from sagad.content.normalize import normalized
+from sagad.domain.rows import StepWrite
+from sagad.domain.runs import Lease, LeaseToken, RunId, WorkerId
+from sagad.domain.steps import BUSINESS_TABLES
+from sagad.errors import PermanentDatabaseError
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.store.schema import children_first, metadata
+from sagad.store.steps import StepStore
 from tests.helpers import TABLES, expected_rows, rows_of, running_daemon, wait_terminal
 
 pytestmark = pytest.mark.anyio
@@ -82,11 +84,11 @@ async def test_delivery_failure_deletes_the_rows_of_four_committed_steps(db: Dat
 def test_delete_order_puts_every_child_before_its_parents() -> None:
     order = children_first(frozenset(TABLES))
     assert set(order) == set(TABLES)
-    for table in BUSINESS_TABLES:
-        for fk in table.foreign_keys:
+    for name in BUSINESS_TABLES:
+        for fk in metadata.tables[name].foreign_keys:
             parent = fk.column.table.name
             if parent in order:
-                assert order.index(table.name) < order.index(parent), (table.name, parent)
+                assert order.index(name) < order.index(parent), (name, parent)
     assert {fk.ondelete for t in metadata.tables.values() for fk in t.foreign_keys} == {None}
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from content.normalize import normalized
-from content.normalize import rows as normalize_rows
-from content.samples import Outcome, sample_brief
-from content.strategy import rows as strategy_rows
-from store.db import Database
-from store.records import Lease, LeaseToken, StepWrite, WorkerId
-from store.runs import RunStore
-from store.steps import StepStore
+from sagad.content.normalize import normalized
+from sagad.content.normalize import rows as normalize_rows
+from sagad.content.samples import Ending, sample_brief
+from sagad.content.strategy import rows as strategy_rows
+from sagad.domain.rows import StepWrite
+from sagad.domain.runs import Lease, LeaseToken, WorkerId
+from sagad.domain.steps import Step
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.store.steps import StepStore
 from tests.helpers import TABLES, rows_of, running_daemon, wait_terminal
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +26,7 @@ async def _expire(db: Database) -> None:
 
 
 async def test_every_claim_increments_the_fencing_token(db: Database, runs: RunStore) -> None:
-    await runs.submit(sample_brief(Outcome.COMPLETED, 1))
+    await runs.submit(sample_brief(Ending.COMPLETED, 1))
     [first] = await runs.claim(FIRST, 10, 60)
     assert await runs.claim(SECOND, 10, 60) == []  # a live lease is not claimable
     await _expire(db)
@@ -35,17 +37,17 @@ async def test_every_claim_increments_the_fencing_token(db: Database, runs: RunS
 
 
 async def test_a_daemon_whose_lease_was_taken_over_cannot_commit_a_step(db: Database, runs: RunStore) -> None:
-    run_id, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 2))
+    run_id, _ = await runs.submit(sample_brief(Ending.COMPLETED, 2))
     [stale] = await runs.claim(FIRST, 1, 60)
     first_step = StepStore(db, FIRST)
     brief = normalized(stale.brief)
-    await first_step.commit_step("normalize_brief", [StepWrite(stale.lease, rows=normalize_rows(run_id, brief))])
+    await first_step.commit_step(Step.NORMALIZE_BRIEF, [StepWrite(stale.lease, rows=normalize_rows(run_id, brief))])
     await _expire(db)
     [fresh] = await runs.claim(SECOND, 1, 60)
     before = await rows_of(db, run_id)
 
     committed = await first_step.commit_step(
-        "generate_strategy", [StepWrite(stale.lease, rows=strategy_rows(run_id, brief))]
+        Step.GENERATE_STRATEGY, [StepWrite(stale.lease, rows=strategy_rows(run_id, brief))]
     )
 
     assert committed.owned == {}
@@ -64,7 +66,7 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_commit_a_step(db: Data
 
 
 async def test_a_daemon_whose_lease_was_taken_over_cannot_compensate(db: Database, runs: RunStore) -> None:
-    run_id, _ = await runs.submit(sample_brief(Outcome.QC_FAIL, 3))
+    run_id, _ = await runs.submit(sample_brief(Ending.QC_FAIL, 3))
     async with running_daemon(db, worker="first"):
         await wait_terminal(db, [run_id])
     # Put the run back mid-compensation with rows present, held by a daemon that then loses it.
@@ -77,7 +79,7 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_compensate(db: Databas
     steps = StepStore(db, FIRST)
     brief = normalized(stale.brief)
     await steps.commit_step(
-        "normalize_brief", [StepWrite(stale.lease, rows=normalize_rows(run_id, brief), failure=None)]
+        Step.NORMALIZE_BRIEF, [StepWrite(stale.lease, rows=normalize_rows(run_id, brief), failure=None)]
     )
     await db.fetch(
         "UPDATE workflow_runs SET status = 'compensating', failed_step = 'generate_strategy', last_error = 'x'"
@@ -101,7 +103,7 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_compensate(db: Databas
 
 async def test_renewal_is_one_statement_for_all_held_runs_and_reports_lost_ones(db: Database, runs: RunStore) -> None:
     for seed in range(5):
-        await runs.submit(sample_brief(Outcome.COMPLETED, seed))
+        await runs.submit(sample_brief(Ending.COMPLETED, seed))
     held = await runs.claim(FIRST, 10, 60)
     assert len(held) == 5
     await _expire(db)
@@ -113,7 +115,7 @@ async def test_renewal_is_one_statement_for_all_held_runs_and_reports_lost_ones(
 
 
 async def test_released_runs_are_claimable_at_once(db: Database, runs: RunStore) -> None:
-    await runs.submit(sample_brief(Outcome.COMPLETED, 9))
+    await runs.submit(sample_brief(Ending.COMPLETED, 9))
     [claimed] = await runs.claim(FIRST, 1, 600)
     assert await runs.release(FIRST, [claimed.lease]) == {claimed.lease.run_id}
     [again] = await runs.claim(SECOND, 1, 600)

@@ -12,14 +12,15 @@ from sqlalchemy import Column, Index, MetaData, Text, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from store import migrate
-from store.db import Database
-from store.schema import BUSINESS_TABLES, metadata
+from sagad.domain.steps import BUSINESS_TABLES
+from sagad.store import migrate
+from sagad.store.db import Database
+from sagad.store.schema import metadata
 
 pytestmark = pytest.mark.anyio
 
 SAGAD_TABLES = set(metadata.tables)
-BUSINESS = {table.name for table in BUSINESS_TABLES}
+BUSINESS = set(BUSINESS_TABLES)
 # What alembic itself leaves behind after a downgrade to base: its version table and that table's key.
 ALEMBIC_RELATIONS = {"alembic_version", "alembic_version_pkc"}
 

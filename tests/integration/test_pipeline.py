@@ -7,13 +7,14 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from content.normalize import normalized
-from content.normalize import rows as normalize_rows
-from content.samples import Outcome, sample_brief
-from store.db import Database
-from store.records import Lease, RunId
-from store.runs import SUBMITTED_CHANNEL, RunStore
-from store.writes import insert_rows
+from sagad.content.normalize import normalized
+from sagad.content.normalize import rows as normalize_rows
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.runs import Lease, RunId
+from sagad.domain.steps import Step
+from sagad.store.db import Database
+from sagad.store.runs import SUBMITTED_CHANNEL, RunStore
+from sagad.store.writes import insert_rows
 from tests.helpers import TABLES, expected_rows, expected_totals, rows_of, rows_per_table, running_daemon, wait_terminal
 
 pytestmark = pytest.mark.anyio
@@ -22,30 +23,30 @@ pytestmark = pytest.mark.anyio
 class CrashAfterCommit:
     """Fault points that crash a step actor once, after its commit and before the hand-off."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: Step) -> None:
         self.step = step
         self.crashed_with: list[Lease] = []
 
-    async def after_step_commit(self, step: str, leases: Sequence[Lease]) -> None:
+    async def after_step_commit(self, step: Step, leases: Sequence[Lease]) -> None:
         if step == self.step and not self.crashed_with:
             self.crashed_with.extend(leases)
             raise RuntimeError("crash between commit and hand-off")
 
 
-async def submit_mix(runs: RunStore, n: int, fail_every: int = 0) -> dict[RunId, Outcome]:
+async def submit_mix(runs: RunStore, n: int, fail_every: int = 0) -> dict[RunId, Ending]:
     outcomes = {}
-    failing = [Outcome.QC_FAIL, Outcome.DELIVERY_FAIL, Outcome.INVALID]
+    failing = [Ending.QC_FAIL, Ending.DELIVERY_FAIL, Ending.INVALID]
     for seed in range(n):
-        outcome = failing[seed % 3] if fail_every and seed % fail_every == 0 else Outcome.COMPLETED
+        outcome = failing[seed % 3] if fail_every and seed % fail_every == 0 else Ending.COMPLETED
         run_id, _ = await runs.submit(sample_brief(outcome, seed))
         outcomes[run_id] = outcome
     return outcomes
 
 
 async def test_a_crash_between_commit_and_hand_off_duplicates_nothing(db: Database, runs: RunStore) -> None:
-    briefs = [sample_brief(Outcome.COMPLETED, seed) for seed in range(20)]
+    briefs = [sample_brief(Ending.COMPLETED, seed) for seed in range(20)]
     ids = [(await runs.submit(brief))[0] for brief in briefs]
-    faults = CrashAfterCommit("generate_draft")
+    faults = CrashAfterCommit(Step.GENERATE_DRAFT)
     async with running_daemon(db, faults=faults) as daemon:
         statuses = await wait_terminal(db, ids)
         restarts = daemon.metrics.actor_restarts.labels("generate_draft")._value.get()
@@ -57,8 +58,8 @@ async def test_a_crash_between_commit_and_hand_off_duplicates_nothing(db: Databa
 
 
 async def test_a_step_written_twice_adds_no_rows(db: Database, runs: RunStore) -> None:
-    run_id, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 1))
-    rows = normalize_rows(run_id, normalized(sample_brief(Outcome.COMPLETED, 1)))
+    run_id, _ = await runs.submit(sample_brief(Ending.COMPLETED, 1))
+    rows = normalize_rows(run_id, normalized(sample_brief(Ending.COMPLETED, 1)))
     for attempt in range(2):
         async with db.transaction() as conn:
             written = {table: await insert_rows(conn, table, table_rows) for table, table_rows in rows.items()}
@@ -67,8 +68,8 @@ async def test_a_step_written_twice_adds_no_rows(db: Database, runs: RunStore) -
 
 
 async def test_the_same_idempotency_key_gives_one_run(db: Database, runs: RunStore) -> None:
-    first, created = await runs.submit(sample_brief(Outcome.COMPLETED, 1), "order-42")
-    again, created_again = await runs.submit(sample_brief(Outcome.COMPLETED, 2), "order-42")
+    first, created = await runs.submit(sample_brief(Ending.COMPLETED, 1), "order-42")
+    again, created_again = await runs.submit(sample_brief(Ending.COMPLETED, 2), "order-42")
     assert (again, created, created_again) == (first, True, False)
     assert (await db.fetch("SELECT count(*) FROM workflow_runs"))[0][0] == 1
 
@@ -83,7 +84,7 @@ async def test_a_submission_notifies_listening_claimers_once_and_only_when_it_cr
         notified.append(channel)
         arrived.set()
 
-    batch = [(sample_brief(Outcome.COMPLETED, n), f"batch-{n}") for n in range(5)]
+    batch = [(sample_brief(Ending.COMPLETED, n), f"batch-{n}") for n in range(5)]
     async with db.connection() as listener:
         await listener.add_listener(SUBMITTED_CHANNEL, on_notify)
         try:
@@ -102,15 +103,15 @@ async def test_a_submission_notifies_listening_claimers_once_and_only_when_it_cr
     [
         (42, "brief: Input should be"),
         ({"client": 5}, "field 'client'"),
-        ({**sample_brief(Outcome.COMPLETED, 1), "word_limit": "many"}, "field 'word_limit'"),
-        ({**sample_brief(Outcome.COMPLETED, 1), "channels": ["carrier pigeon"]}, "field 'channels'"),
+        ({**sample_brief(Ending.COMPLETED, 1), "word_limit": "many"}, "field 'word_limit'"),
+        ({**sample_brief(Ending.COMPLETED, 1), "channels": ["carrier pigeon"]}, "field 'channels'"),
     ],
 )
 async def test_a_malformed_stored_brief_is_compensated_and_the_daemon_goes_on(
     db: Database, runs: RunStore, brief: object, names: str
 ) -> None:
     bad, _ = await runs.submit(brief)
-    good, _ = await runs.submit(sample_brief(Outcome.COMPLETED, 7))
+    good, _ = await runs.submit(sample_brief(Ending.COMPLETED, 7))
     async with running_daemon(db):
         assert await wait_terminal(db, [bad, good]) == {bad: "compensated", good: "completed"}
     status = await runs.status(bad)
@@ -126,7 +127,7 @@ async def test_bounded_inboxes_of_one_do_not_deadlock_with_half_the_runs_failing
     async with running_daemon(db, inbox_size=1, batch_limit=3, max_inflight=200):
         statuses = await wait_terminal(db, outcomes, seconds=60)
     for run_id, outcome in outcomes.items():
-        assert statuses[run_id] == ("completed" if outcome is Outcome.COMPLETED else "compensated")
+        assert statuses[run_id] == ("completed" if outcome is Ending.COMPLETED else "compensated")
 
 
 async def test_connections_killed_mid_load_lose_nothing(database_url: str, db: Database, runs: RunStore) -> None:
@@ -146,5 +147,5 @@ async def test_connections_killed_mid_load_lose_nothing(database_url: str, db: D
         await daemon_db.close()
     assert errors > 0, "no connection was cut while the daemon worked"
     for run_id, outcome in outcomes.items():
-        assert statuses[run_id] == ("completed" if outcome is Outcome.COMPLETED else "compensated")
+        assert statuses[run_id] == ("completed" if outcome is Ending.COMPLETED else "compensated")
     assert await rows_per_table(db) == await expected_totals(db)

@@ -7,12 +7,14 @@ import uuid
 import anyio
 import pytest
 
-from actors.sampler import REPLAN_FROM, StatusSampler
-from metrics import Metrics
-from store.db import Database
-from store.records import Lease, LeaseToken, RunId, StepWrite, WorkerId
-from store.runs import RunStore
-from store.steps import StepStore
+from sagad.actors.sampler import REPLAN_FROM, StatusSampler
+from sagad.domain.rows import StepWrite
+from sagad.domain.runs import Lease, LeaseToken, RunId, WorkerId
+from sagad.domain.steps import Step
+from sagad.metrics import Metrics
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from sagad.store.steps import StepStore
 
 pytestmark = pytest.mark.anyio
 
@@ -40,16 +42,16 @@ async def test_a_refresh_replaces_the_full_scans_planned_for_an_empty_table(data
         steps = StepStore(db, WorkerId("planner"))
         probe = [StepWrite(Lease(RunId(uuid.uuid4()), LeaseToken(1)))]  # a lease the fence turns away
         for _ in range(10):  # past the executions after which PostgreSQL may keep a generic plan
-            await steps.commit_step("generate_strategy", probe)
+            await steps.commit_step(Step.GENERATE_STRATEGY, probe)
         await _grow(db, _GROWN)
 
         seq_before, _ = await _scans(db)
-        await steps.commit_step("generate_strategy", probe)
+        await steps.commit_step(Step.GENERATE_STRATEGY, probe)
         seq_stale, idx_stale = await _scans(db)
         assert seq_stale > seq_before, "the plan made for the empty table should still scan it whole"
 
         db.refresh_plans()
-        await steps.commit_step("generate_strategy", probe)
+        await steps.commit_step(Step.GENERATE_STRATEGY, probe)
         seq_after, idx_after = await _scans(db)
         assert seq_after == seq_stale, "after the refresh, finding runs by id must not scan the table"
         assert idx_after > idx_stale

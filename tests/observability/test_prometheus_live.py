@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from content.samples import Outcome, sample_brief
-from store.db import Database
-from store.runs import RunStore
+from sagad.content.samples import Ending, sample_brief
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
 from tests.helpers import TABLES, wait_terminal
 from tests.processes import Daemon
 
@@ -26,7 +26,7 @@ GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "sagad.json"
 ALERTS = GRAFANA / "alerts.yml"
 
-LOAD = {Outcome.COMPLETED: 240, Outcome.QC_FAIL: 20, Outcome.DELIVERY_FAIL: 20, Outcome.INVALID: 20}
+LOAD = {Ending.COMPLETED: 240, Ending.QC_FAIL: 20, Ending.DELIVERY_FAIL: 20, Ending.INVALID: 20}
 # Alerts whose expression gives no series at all while the daemon is healthy (each ends in a comparison).
 SILENT_WHEN_HEALTHY = (
     "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadDaemonDown",

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-import metrics
+from sagad import metrics
 
 from .promql import alert_rules, dashboard_queries, metric_names
 

@@ -39,7 +39,7 @@ def environment(**settings: str) -> dict[str, str]:
 def sagad(*args: str, cwd: Path, stdin: bytes = b"", timeout: float = 60, env: dict[str, str] | None = None) -> Result:
     """Run one ``sagad`` command to completion."""
     done = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "sagad", *args],
         input=stdin,
         capture_output=True,
         timeout=timeout,

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from cli.daemon import daemon_command
-from cli.loadtest import _daemon_command
-from content.brief import MAX_BRIEF_BYTES
-from store.db import Database, asyncpg_dsn
+from sagad.cli.daemon import daemon_command
+from sagad.cli.loadtest import _daemon_command
+from sagad.content.brief import MAX_BRIEF_BYTES
+from sagad.store.db import Database, asyncpg_dsn
 from tests.processes import Daemon
 from tests.security.cli import REPO, environment, sagad
 
@@ -191,7 +191,7 @@ def test_the_password_appears_in_no_output_of_a_working_deployment(
     command("status", runs[0])
 
     log = tmp_path / "daemon.log"
-    daemon = [sys.executable, "-m", "cli.main", "run", "--metrics-addr", "127.0.0.1:0", "--log-level", "debug"]
+    daemon = [sys.executable, "-m", "sagad", "run", "--metrics-addr", "127.0.0.1:0", "--log-level", "debug"]
     with log.open("wb") as out:
         # The URL goes in the environment here, so that this test itself keeps it off the command line.
         process = subprocess.Popen(
@@ -354,7 +354,7 @@ def test_a_deeply_nested_brief_is_refused_in_one_line(
 
 def test_an_endless_brief_is_refused_in_one_line_without_reading_it_all(database_url: str, tmp_path: Path) -> None:
     # Under a 1 GiB address-space limit, so that reading /dev/zero to its end fails fast instead of eating the machine.
-    limited = ["sh", "-c", 'ulimit -v 1048576 && exec "$@"', "sh", sys.executable, "-m", "cli.main"]
+    limited = ["sh", "-c", 'ulimit -v 1048576 && exec "$@"', "sh", sys.executable, "-m", "sagad"]
     done = subprocess.run(
         [*limited, "submit", "/dev/zero", "--database-url", database_url],
         capture_output=True,

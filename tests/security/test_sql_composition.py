@@ -16,18 +16,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import pytest
 
-from content.normalize import normalized
-from errors import StepFailed
-from store import audit, fence, runs, steps, writes
-from store.db import Database
-from store.records import RunId, WorkerId
-from store.schema import BUSINESS_TABLES, STATUSES, STEPS, metadata
-from store.steps import StepStore
+from sagad.content.normalize import normalized
+from sagad.domain.runs import STATUS_NAMES, RunId, WorkerId
+from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES, Step
+from sagad.errors import StepFailed
+from sagad.store import audit, fence, runs, steps, writes
+from sagad.store.db import Database
+from sagad.store.schema import metadata
+from sagad.store.steps import StepStore
 from tests.fuzz.strategies import SQL_PAYLOADS
 from tests.helpers import TABLES, expected_rows, rows_of, running_daemon, wait_terminal
 from tests.security.cli import REPO, sagad
@@ -48,9 +49,9 @@ SPLICING: dict[str, Callable[..., str]] = {
 """Parameters spliced into SQL text: every call in store/ must pass a string literal (or nothing) for them."""
 
 SAFE_INTERPOLATIONS = {
-    ("_checks", "table.name"): "a Table of store.schema (BUSINESS_TABLES)",
-    ("_checks", "table.info['step']"): "a step name from the schema, in an invariant's label",
-    ("_checks", "step"): "an int: the index of the table's step in STEPS",
+    ("_checks", "table"): "a table name of the domain (BUSINESS_TABLES), each declared in store.schema",
+    ("_checks", "step"): "a Step, in an invariant's label",
+    ("_checks", "step.index"): "an int: the position of the table's step",
     ("audit_database", "query"): "a statement built by _checks(), whose f-strings are checked here",
     ("audit_database", "_EXAMPLES"): "an int constant",
     ("locked_leases", "extra_columns"): "a literal at every call (checked below)",
@@ -79,7 +80,7 @@ SAFE_INTERPOLATIONS = {
 }
 """(function, expression): every value store/ splices into SQL text, and why it cannot come from outside."""
 
-ALLOWED_SQL_LITERALS = {*STATUSES, *STEPS, "", " (", ")", " held by ", " since ", "alembic_version"}
+ALLOWED_SQL_LITERALS = {*STATUS_NAMES, *STEP_NAMES, "", " (", ")", " held by ", " since ", "alembic_version"}
 """The only quoted literals allowed in SQL text: statuses, steps and fixed punctuation of audit reports."""
 
 
@@ -279,7 +280,7 @@ def _statements() -> dict[str, str]:
                 texts[f"{source.__name__}.{name}"] = value
     for table in metadata.tables.values():
         texts[f"insert into {table.name}"] = writes.insert_statement(table.name)
-    for step in STEPS:
+    for step in Step:
         texts[f"commit of {step}"] = steps.step_statement(step)
     for invariant, query in audit._checks():
         texts[f"audit: {invariant}"] = query
@@ -304,7 +305,7 @@ def test_statements_are_built_only_for_tables_and_steps_of_the_schema() -> None:
     with pytest.raises(KeyError):
         writes.written_columns(hostile)
     for table in BUSINESS_TABLES:  # and the schema's own tables build without complaint
-        assert writes.insert_statement(table.name).startswith(f"INSERT INTO {table.name} (")
+        assert writes.insert_statement(table).startswith(f"INSERT INTO {table} (")
 
 
 @pytest.mark.anyio
@@ -312,8 +313,9 @@ async def test_deletes_and_step_commits_refuse_names_outside_the_schema(db: Data
     async with db.connection() as conn:
         with pytest.raises(KeyError):
             await writes.delete_runs(conn, "onboarding_brief WHERE true; DROP TABLE workflow_runs; --", [])
-    with pytest.raises(ValueError, match="not in tuple"):
-        await StepStore(db, WorkerId("w")).commit_step("normalize_brief'; DROP TABLE workflow_runs; --", [])
+    hostile = cast(Step, "normalize_brief'; DROP TABLE workflow_runs; --")
+    with pytest.raises(AttributeError):  # a step is a Step, never a name spliced into SQL
+        await StepStore(db, WorkerId("w")).commit_step(hostile, [])
     tables = await db.fetch("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
     assert tables[0][0] == len(metadata.tables) + 1  # and alembic_version
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from content.brief import MAX_BRIEF_BYTES, Brief, parse_brief
-from errors import InvalidBrief
+from sagad.content.brief import MAX_BRIEF_BYTES, Brief, parse_brief
+from sagad.errors import InvalidBrief
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

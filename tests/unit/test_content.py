@@ -11,24 +11,25 @@ from typing import Any
 import pytest
 from sqlalchemy import ForeignKeyConstraint
 
-from content import delivery, draft, normalize, qc, strategy
-from content.brief import Brief
-from content.samples import Outcome, sample_brief
-from errors import StepFailed
-from store.records import Row
-from store.schema import BUSINESS_TABLES, STEPS, metadata, tables_of_step
+from sagad.content import delivery, draft, normalize, qc, strategy
+from sagad.content.brief import Brief
+from sagad.content.samples import Ending, sample_brief
+from sagad.domain.rows import Row
+from sagad.domain.steps import BUSINESS_TABLES, Step
+from sagad.errors import StepFailed
+from sagad.store.schema import metadata, tables_of_step
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN = uuid.UUID("6f1c0d6e-2f0a-4c55-9a38-6a0d6c1e8b01")
 OTHER_RUN = uuid.UUID("0b7e54a1-90d4-4f0e-8f3e-2b0c6d4a7c12")
 
 Generator = Callable[[uuid.UUID, Brief], dict[str, list[Row]]]
-GENERATORS: dict[str, Generator] = {
-    "normalize_brief": normalize.rows,
-    "generate_strategy": strategy.rows,
-    "generate_draft": draft.rows,
-    "qc_evaluate": qc.rows,
-    "deliver": delivery.rows,
+GENERATORS: dict[Step, Generator] = {
+    Step.NORMALIZE_BRIEF: normalize.rows,
+    Step.GENERATE_STRATEGY: strategy.rows,
+    Step.GENERATE_DRAFT: draft.rows,
+    Step.QC_EVALUATE: qc.rows,
+    Step.DELIVER: delivery.rows,
 }
 
 
@@ -42,7 +43,7 @@ def all_rows(run_id: uuid.UUID, raw: Any) -> dict[str, list[Row]]:
     """Every row a completed run of ``raw`` writes, per table."""
     brief = normalize.normalized(raw)
     rows: dict[str, list[Row]] = {}
-    for step in STEPS:
+    for step in Step:
         for table, table_rows in GENERATORS[step](run_id, brief).items():
             rows.setdefault(table, []).extend(table_rows)
     return rows
@@ -52,14 +53,14 @@ def keys(rows: dict[str, list[Row]], table: str) -> set[tuple[uuid.UUID, uuid.UU
     return {(row["run_id"], row["id"]) for row in rows[table]}
 
 
-def step_that_fails(raw: Any) -> str | None:
+def step_that_fails(raw: Any) -> Step | None:
     """The first step that raises StepFailed for ``raw``, or None when every step passes."""
     try:
         brief = normalize.normalized(raw)
         normalize.rows(RUN, brief)
     except StepFailed:
-        return "normalize_brief"
-    for step in STEPS[1:]:
+        return Step.NORMALIZE_BRIEF
+    for step in tuple(Step)[1:]:
         try:
             GENERATORS[step](RUN, brief)
         except StepFailed:
@@ -69,7 +70,7 @@ def step_that_fails(raw: Any) -> str | None:
 
 def test_every_step_has_a_generator_writing_exactly_its_tables() -> None:
     brief = normalize.normalized(example())
-    for step in STEPS:
+    for step in Step:
         written = set(GENERATORS[step](RUN, brief))
         assert written == {t.name for t in tables_of_step(step)}, step
 
@@ -86,7 +87,7 @@ def test_generated_rows_carry_only_columns_of_their_table_and_every_required_one
 @pytest.mark.parametrize("name", ["brief.json", "brief_qc_fail.json", "brief_delivery_fail.json"])
 def test_generators_are_deterministic_for_the_same_run_and_brief(name: str) -> None:
     brief = example(name)
-    for step in STEPS:
+    for step in Step:
         try:
             first = GENERATORS[step](RUN, normalize.normalized(brief))
         except StepFailed as failure:
@@ -114,7 +115,8 @@ def test_every_row_belongs_to_the_run() -> None:
 def test_every_foreign_key_points_at_a_row_generated_for_the_same_run() -> None:
     rows = all_rows(RUN, example())
     checked = 0
-    for table in BUSINESS_TABLES:
+    for table in map(metadata.tables.get, BUSINESS_TABLES):
+        assert table is not None
         for constraint in table.constraints:
             if not isinstance(constraint, ForeignKeyConstraint) or constraint.referred_table.name == "workflow_runs":
                 continue
@@ -269,11 +271,11 @@ def test_duplicate_channels_count_once_towards_the_delivery_limit() -> None:
     ],
 )
 def test_example_briefs_end_as_documented(name: str, failed_step: str | None) -> None:
-    assert step_that_fails(example(name)) == failed_step
+    assert step_that_fails(example(name)) == (None if failed_step is None else Step(failed_step))
 
 
-@pytest.mark.parametrize("outcome", list(Outcome), ids=lambda outcome: outcome.value)
-def test_sample_briefs_end_as_their_outcome_for_every_seed(outcome: Outcome) -> None:
+@pytest.mark.parametrize("outcome", list(Ending), ids=lambda outcome: outcome.value)
+def test_sample_briefs_end_as_their_outcome_for_every_seed(outcome: Ending) -> None:
     wrong = {
         seed: step
         for seed in range(500)
@@ -283,5 +285,5 @@ def test_sample_briefs_end_as_their_outcome_for_every_seed(outcome: Outcome) -> 
 
 
 def test_sample_briefs_are_deterministic_per_seed_and_vary_across_seeds() -> None:
-    assert sample_brief(Outcome.COMPLETED, 7) == sample_brief(Outcome.COMPLETED, 7)
-    assert len({json.dumps(sample_brief(Outcome.COMPLETED, seed)) for seed in range(50)}) == 50
+    assert sample_brief(Ending.COMPLETED, 7) == sample_brief(Ending.COMPLETED, 7)
+    assert len({json.dumps(sample_brief(Ending.COMPLETED, seed)) for seed in range(50)}) == 50

@@ -1,0 +1,60 @@
+"""Business rows, their keys, and what a step's group commit writes and reports."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from sagad.domain.runs import Lease, RunId
+
+Row = dict[str, Any]
+"""One business row, keyed by column name (server defaults left out)."""
+
+Rows = dict[str, list[Row]]
+"""Rows by table name."""
+
+
+@lru_cache(maxsize=4096)
+def _entity_bits(entity: str) -> int:
+    return int.from_bytes(hashlib.blake2b(entity.encode(), digest_size=16).digest(), "big")
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def row_key(run_id: uuid.UUID, entity: str) -> uuid.UUID:
+    """The key of ``entity`` (e.g. ``"asset/email/headline"``) within run ``run_id``.
+
+    The run id XOR a 128-bit hash of the entity name: the same entity of a run always gets the
+    same key (so a retried step writes nothing twice), distinct entities of one run distinct keys.
+    """
+    # What uuid.UUID(int=...) does once it has checked its argument; the XOR of two 128-bit
+    # values needs no check, and this is on the hot path (some 75 keys a run), at a fifth of the cost.
+    key: uuid.UUID = _new(uuid.UUID)
+    _set(key, "int", run_id.int ^ _entity_bits(entity))
+    _set(key, "is_safe", uuid.SafeUUID.unknown)
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """One run's part of a step's group commit: its rows, or the reason the step failed."""
+
+    lease: Lease
+    rows: Rows = field(default_factory=dict)
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a fenced commit did: the runs it wrote for, and the age of each run (database time)."""
+
+    owned: dict[RunId, float]
+    """Runs whose fence held, with seconds since submission at commit."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows written (or deleted, for a compensation) per table."""
