@@ -30,4 +30,8 @@ class SchemaNotReady(DatabaseError):
 
 
 class StepFailed(SagadError):
-    """A step decided the run cannot go on (a business failure); the run is compensated."""
+    """A step decided the run cannot go on (a business failure, a 4xx); the run is compensated."""
+
+
+class TransientStepError(SagadError):
+    """A step's call failed for a while (a timeout, 429, 5xx): it is retried, then fails the run for good."""

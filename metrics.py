@@ -10,9 +10,19 @@ from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES
 # Steps and compensations commit in milliseconds; leases and whole runs take longer.
 _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# A step's call may be instant (a generator) or wait on a service for many seconds.
+_CALL_BUCKETS = (0.0001, 0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+STEP_CALL_OUTCOMES = ("ok", "failed", "retried")
+RETRY_REASONS = ("transient", "timeout", "error", "database", "locked")
+"""Why a step was tried again: the step said so, its timeout passed, it raised something
+unexpected, its commit hit a transient database error, or another transaction held its run's row."""
+UNDO_OUTCOMES = ("ok", "retried", "failed")
+LOST_LEASE_FINDERS = ("renewal", "call", "step", "compensation", "undo")
 
 
-ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler")
+ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler", "event_loop")
 
 
 class Metrics:
@@ -23,9 +33,40 @@ class Metrics:
         r = self.registry
         self.step_duration = Histogram(
             "sagad_step_duration_seconds",
-            "Duration of one step transaction (a group commit), by step and outcome.",
+            "Duration of one step's commit (a group commit of many runs), by step and outcome.",
             ["step", "outcome"],
             buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.step_call_duration = Histogram(
+            "sagad_step_call_duration_seconds",
+            "Duration of one call of a step for one run (no database held), by step and outcome.",
+            ["step", "outcome"],
+            buckets=_CALL_BUCKETS,
+            registry=r,
+        )
+        self.calls_in_flight = Gauge(
+            "sagad_step_calls_in_flight",
+            "Calls of a step running now (retries waiting included), by step.",
+            ["step"],
+            registry=r,
+        )
+        self.undos = Counter(
+            "sagad_undo",
+            "Undos of a step run for compensated runs, by step and outcome (ok, retried, failed).",
+            ["step", "outcome"],
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "sagad_leases_lost",
+            "Runs this daemon found taken over by another daemon, by what found it.",
+            ["found_by"],
+            registry=r,
+        )
+        self.event_loop_lag = Histogram(
+            "sagad_event_loop_lag_seconds",
+            "How late the event loop woke a task that slept a fixed interval (the daemon's responsiveness).",
+            buckets=_LAG_BUCKETS,
             registry=r,
         )
         self.run_duration = Histogram(
@@ -66,7 +107,7 @@ class Metrics:
         self.claims = Counter("sagad_claims", "Runs claimed by this daemon.", registry=r)
         self.fenced = Counter(
             "sagad_fenced_writes",
-            "Step or compensation writes refused because the lease had passed to another daemon.",
+            "Calls cancelled, and step or compensation writes refused, because the lease had passed to another daemon.",
             ["stage"],
             registry=r,
         )
@@ -78,8 +119,8 @@ class Metrics:
         )
         self.step_retries = Counter(
             "sagad_step_retries",
-            "Step batches retried after a transient database error.",
-            ["step"],
+            "Step calls and commits tried again, by step and reason.",
+            ["step", "reason"],
             registry=r,
         )
         self.actor_restarts = Counter(
@@ -112,21 +153,28 @@ class Metrics:
     def _create_series(self) -> None:
         """Export every bounded label combination from the start, so rates see the first event."""
         for step in STEP_NAMES:
-            self.step_retries.labels(step)
-            for outcome in ("ok", "failed", "retried"):
+            self.calls_in_flight.labels(step)
+            for reason in RETRY_REASONS:
+                self.step_retries.labels(step, reason)
+            for outcome in STEP_CALL_OUTCOMES:
                 self.step_duration.labels(step, outcome)
+                self.step_call_duration.labels(step, outcome)
+            for outcome in UNDO_OUTCOMES:
+                self.undos.labels(step, outcome)
+        for finder in LOST_LEASE_FINDERS:
+            self.leases_lost.labels(finder)
         for status in TERMINAL:
             self.runs.labels(status.value)
             self.run_duration.labels(status.value)
         for result in ("renewed", "lost"):
             self.lease_renewals.labels(result)
-        for stage in ("step", "compensation"):
+        for stage in ("call", "step", "compensation"):
             self.fenced.labels(stage)
         for actor in ACTORS:
             self.actor_restarts.labels(actor)
         for kind in ("transient", "permanent"):
             self.db_errors.labels(kind)
-        for table in BUSINESS_TABLES:
+        for table in (*BUSINESS_TABLES, "step_outputs"):
             self.compensated_rows.labels(table)
         for name in STATUS_NAMES:
             self.runs_by_status.labels(name)

@@ -3,15 +3,16 @@
 Forward traffic flows claimer -> step 1 -> ... -> step 5; failures flow from the failing step's
 relay back through every earlier step's relay to the compensator. Each actor reads its forward
 and its backward inbox in separate tasks, and the backward path ends in the compensator, which
-waits on nothing but the database. So every wait points forward along a chain or backward along
-a chain that ends in a sink: there is no cycle, and bounded inboxes cannot deadlock.
+waits on nothing but the database. A step's calls and a relay's undos run in tasks that wait on
+their step's services, never on another inbox. So every wait points forward along a chain or
+backward along a chain that ends in a sink: there is no cycle, and bounded inboxes cannot deadlock.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
@@ -23,11 +24,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sagad.actors.claimer import Claimer
 from sagad.actors.compensator import Compensator
 from sagad.actors.ledger import Ledger
-from sagad.actors.messages import Compensation, HasLease, StepWork
-from sagad.actors.pipeline import STEP_ACTORS
+from sagad.actors.loop_lag import LoopLag
+from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, NoFaults
+from sagad.actors.relay import FailureRelay
 from sagad.actors.renewer import Renewer
 from sagad.actors.sampler import StatusSampler
+from sagad.actors.step import StepActor
+from sagad.content.pipeline import builtin_pipeline
+from sagad.domain.pipeline import Pipeline
 from sagad.domain.runs import Lease, WorkerId
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
@@ -54,10 +59,13 @@ class Settings:
     restart_delay_seconds: float = 0.1
     max_attempts: int = 5
     """Claims a run may take before it is failed as a poison run."""
+    undo_retry_seconds: float = 30.0
+    """How long a run whose undo kept failing waits, compensating, before it is tried again."""
 
 
 class _Supervised(Protocol):
-    in_hand: tuple[HasLease, ...]
+    def abandon(self) -> list[Lease]:
+        """The leases of the runs it held when it crashed; it holds none afterwards."""
 
 
 T = TypeVar("T")
@@ -79,11 +87,19 @@ def _buffered(stream: MemoryObjectReceiveStream[Any]) -> int:
 
 
 class Supervisor:
-    """Runs one daemon: claimer, five step actors, compensator, renewer and sampler."""
+    """Runs one daemon: claimer, a step actor and a relay per step, compensator, renewer and samplers."""
 
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics, faults: FaultPoints | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        metrics: Metrics,
+        faults: FaultPoints | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.pipeline = pipeline if pipeline is not None else builtin_pipeline()
         self._db = db
         self.runs = RunStore(db)
         self.ledger = Ledger(settings.max_inflight, metrics)
@@ -94,18 +110,27 @@ class Supervisor:
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop`` is set, then drain in-flight runs and release what is left."""
         s = self.settings
-        forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in STEP_ACTORS]
-        backward = [_Inbox[Compensation].bounded(s.inbox_size) for _ in STEP_ACTORS]
+        specs = self.pipeline.steps
+        forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in specs]
+        backward = [_Inbox[Compensation].bounded(s.inbox_size) for _ in specs]
         to_compensator = _Inbox[Compensation].bounded(s.inbox_size)
         actors = [
-            cls(
+            StepActor(
+                spec=spec,
                 store=self._steps,
                 ledger=self.ledger,
                 metrics=self.metrics,
                 faults=self._faults,
                 batch_limit=s.batch_limit,
+                relay=FailureRelay(
+                    spec,
+                    store=self._steps,
+                    ledger=self.ledger,
+                    metrics=self.metrics,
+                    retry_seconds=s.undo_retry_seconds,
+                ),
             )
-            for cls in STEP_ACTORS
+            for spec in specs
         ]
         compensator = Compensator(
             store=self._steps, ledger=self.ledger, metrics=self.metrics, batch_limit=s.batch_limit
@@ -130,6 +155,7 @@ class Supervisor:
             lease_seconds=s.lease_seconds,
         )
         sampler = StatusSampler(store=self.runs, plans=self._db, metrics=self.metrics, every_seconds=s.sample_seconds)
+        lag = LoopLag(self.metrics)
         self._export_depths([a.step.value for a in actors], forward, backward, to_compensator)
 
         claiming = anyio.CancelScope()
@@ -139,15 +165,18 @@ class Supervisor:
                 run = partial(claimer.run, [f.send for f in forward], [b.send for b in backward])
                 await self._supervise("claimer", claimer, run)
 
-        with ExitStack() as streams:  # every stream is closed once the tasks using it are gone
+        async with AsyncExitStack() as resources:  # every stream is closed once the tasks using it are gone
+            if self.pipeline.lifespan is not None:
+                await resources.enter_async_context(self.pipeline.lifespan())
             inboxes: list[_Inbox[Any]] = [*forward, *backward, to_compensator]
             for inbox in inboxes:
-                streams.enter_context(inbox.send)
-                streams.enter_context(inbox.receive)
+                resources.enter_context(inbox.send)
+                resources.enter_context(inbox.receive)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listener.run)
                 tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
                 tg.start_soon(self._supervise, "sampler", sampler, sampler.run)
+                tg.start_soon(self._supervise, "event_loop", lag, lag.run)
                 compensate = partial(compensator.run, to_compensator.receive)
                 tg.start_soon(self._supervise, "compensator", compensator, compensate)
                 for i, actor in enumerate(actors):
@@ -163,7 +192,7 @@ class Supervisor:
                 claiming.cancel()
                 await self._drain()
                 tg.cancel_scope.cancel()
-        await self._release_remaining()
+            await self._release_remaining()
 
     async def _supervise(self, name: str, actor: _Supervised, run: Callable[[], Awaitable[None]]) -> None:
         """Run an actor; when it crashes, free the runs it held and start it again."""
@@ -174,9 +203,7 @@ class Supervisor:
             except Exception:
                 log.exception("actor %s crashed; restarting it", name)
                 self.metrics.actor_restarts.labels(name).inc()
-                abandoned = [message.lease for message in actor.in_hand]
-                actor.in_hand = ()
-                await self._give_back(abandoned)
+                await self._give_back(actor.abandon())
                 await anyio.sleep(self.settings.restart_delay_seconds)
 
     async def _give_back(self, leases: list[Lease]) -> None:

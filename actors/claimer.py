@@ -9,11 +9,11 @@ from dataclasses import replace
 from anyio.streams.memory import MemoryObjectSendStream
 
 from sagad.actors.ledger import Ledger
-from sagad.actors.messages import Compensation, HasLease, StepWork
+from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import RunLeases, StepWriter, Wakeup
 from sagad.actors.retry import retrying
 from sagad.domain.rows import StepWrite
-from sagad.domain.runs import ClaimedRun, RunStatus, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, RunStatus, WorkerId
 from sagad.domain.steps import Step
 from sagad.metrics import Metrics
 
@@ -47,7 +47,13 @@ class Claimer:
         self._poll_seconds = poll_seconds
         self._steps_store = steps_store
         self._max_attempts = max_attempts
-        self.in_hand: tuple[HasLease, ...] = ()
+        self._holding: tuple[ClaimedRun, ...] = ()
+        """Claimed runs not yet handed to their step; the supervisor frees them on a crash."""
+
+    def abandon(self) -> list[Lease]:
+        leases = [run.lease for run in self._holding]
+        self._holding = ()
+        return leases
 
     async def run(
         self,
@@ -74,11 +80,11 @@ class Claimer:
             self._metrics.claims.inc(len(claimed))
             for run in claimed:
                 self._ledger.hold(run.lease)
-            self.in_hand = tuple(claimed)
+            self._holding = tuple(claimed)
             claimed = await self._fail_poison_runs(claimed)
             for n, run in enumerate(claimed):
                 await self._route(run, steps, failures)
-                self.in_hand = tuple(claimed[n + 1 :])
+                self._holding = tuple(claimed[n + 1 :])
             if len(claimed) < limit:
                 await self._wakeup.wait(self._poll_seconds)
 
@@ -106,9 +112,11 @@ class Claimer:
                     failed.append(
                         replace(run, status=RunStatus.COMPENSATING, failed_step=step, last_error=write.failure)
                     )
+                elif run.lease.run_id in committed.skipped:
+                    failed.append(run)  # its row is held elsewhere: it goes on as claimed, failed next time
                 else:
-                    self._ledger.drop([run.lease])
-        self._metrics.poison_runs.inc(len(failed))
+                    self._ledger.lose([run.lease], "step")
+        self._metrics.poison_runs.inc(sum(1 for run in failed if run.status is RunStatus.COMPENSATING))
         log.warning("failed %d poison runs", len(failed))
         return [r for r in claimed if r not in poison] + failed
 
@@ -119,9 +127,10 @@ class Claimer:
         failures: Sequence[MemoryObjectSendStream[Compensation]],
     ) -> None:
         # The table's check constraints make every claimable state routable.
+        brief = run.outputs.get(Step.NORMALIZE_BRIEF, run.brief)
         if run.status is RunStatus.COMPENSATING:
             failed_step = run.failed_step or run.next_step  # the table's CHECK makes failed_step present
             reason = run.last_error or "unknown"
-            await failures[failed_step.index].send(Compensation(run.lease, failed_step, reason))
+            await failures[failed_step.index].send(Compensation(run.lease, failed_step, reason, brief, run.outputs))
         else:
-            await steps[run.next_step.index].send(StepWork(run.lease, run.brief))
+            await steps[run.next_step.index].send(StepWork(run.lease, brief, run.outputs))

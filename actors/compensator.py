@@ -1,4 +1,4 @@
-"""The end of the backward path: deletes failed runs' rows, many runs in one transaction."""
+"""The end of the backward path: deletes failed runs' rows, many runs in one statement."""
 
 from __future__ import annotations
 
@@ -6,19 +6,23 @@ import logging
 import time
 from collections.abc import Sequence
 
+import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from sagad.actors.batching import take_waiting
+from sagad.actors.batching import take_available, take_waiting
 from sagad.actors.ledger import Ledger
-from sagad.actors.messages import Compensation, HasLease
+from sagad.actors.messages import Compensation
 from sagad.actors.ports import Compensations
 from sagad.actors.retry import retrying
 from sagad.domain.rows import Committed
-from sagad.domain.runs import RunStatus
+from sagad.domain.runs import Lease, RunStatus
 from sagad.errors import PermanentDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# How long runs whose row another transaction held wait before they are tried again.
+_LOCKED_PAUSE_SECONDS = 0.05
 
 
 class Compensator:
@@ -29,16 +33,32 @@ class Compensator:
         self._ledger = ledger
         self._metrics = metrics
         self._batch_limit = batch_limit
-        self.in_hand: tuple[HasLease, ...] = ()
+        self._holding: list[Compensation] = []
+
+    def abandon(self) -> list[Lease]:
+        leases = [message.lease for message in self._holding]
+        self._holding = []
+        return leases
 
     async def run(self, inbox: MemoryObjectReceiveStream[Compensation]) -> None:
-        async for first in inbox:
-            batch = take_waiting(first, inbox, self._batch_limit)
-            self.in_hand = tuple(batch)
-            await self._compensate(batch)
-            self.in_hand = ()
+        again: list[Compensation] = []  # runs whose row another transaction held last time
+        while True:
+            if again:
+                with anyio.move_on_after(_LOCKED_PAUSE_SECONDS):
+                    again.append(await inbox.receive())
+                batch = again + take_available(inbox, self._batch_limit - len(again))
+            else:
+                try:
+                    first = await inbox.receive()
+                except anyio.EndOfStream:
+                    return
+                batch = take_waiting(first, inbox, self._batch_limit)
+            self._holding = batch
+            again = await self._compensate(batch)
+            self._holding = again
 
-    async def _compensate(self, batch: Sequence[Compensation]) -> None:
+    async def _compensate(self, batch: Sequence[Compensation]) -> list[Compensation]:
+        """Compensate the batch; returns the runs to try again (their rows were held by another transaction)."""
         tables = frozenset().union(*(message.tables for message in batch))
 
         def on_retry(error: BaseException) -> None:
@@ -56,18 +76,21 @@ class Compensator:
             self._metrics.compensation_failures.inc()
             if len(batch) == 1:
                 raise  # the supervisor frees the run; the next claim compensates it again
-            for message in batch:
-                await self._compensate([message])
-            return
+            return [message for single in batch for message in await self._compensate([single])]
         self._metrics.compensation_duration.observe(time.perf_counter() - started)
-        self._record(batch, committed)
+        return self._record(batch, committed)
 
-    def _record(self, batch: Sequence[Compensation], committed: Committed) -> None:
+    def _record(self, batch: Sequence[Compensation], committed: Committed) -> list[Compensation]:
         for table, count in committed.rows.items():
             self._metrics.compensated_rows.labels(table).inc(count)
+        again = []
         for message in batch:
-            if message.lease.run_id in committed.owned:
-                self._ledger.finish(message.lease, RunStatus.COMPENSATED, committed.owned[message.lease.run_id])
+            lease = message.lease
+            if lease.run_id in committed.owned:
+                self._ledger.finish(lease, RunStatus.COMPENSATED, committed.owned[lease.run_id])
+            elif lease.run_id in committed.skipped:
+                again.append(message)
             else:
                 self._metrics.fenced.labels("compensation").inc()
-                self._ledger.drop([message.lease])
+                self._ledger.lose([lease], "compensation")
+        return again

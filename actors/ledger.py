@@ -11,11 +11,16 @@ from sagad.metrics import Metrics
 
 
 class Ledger:
-    """Runs in flight in this daemon; every run enters by ``hold`` and leaves exactly once."""
+    """Runs in flight in this daemon; every run enters by ``hold`` and leaves exactly once.
+
+    A call working for a run is ``watch``ed: when the run leaves the ledger (its lease was lost,
+    say), the call is cancelled, since whatever it returns would be fenced anyway.
+    """
 
     def __init__(self, capacity: int, metrics: Metrics) -> None:
         self.capacity = capacity
         self._held: dict[RunId, Lease] = {}
+        self._calls: dict[RunId, anyio.CancelScope] = {}
         self._metrics = metrics
         self._changed = anyio.Event()
         metrics.leases_held.set_function(lambda: len(self._held))
@@ -35,17 +40,38 @@ class Ledger:
     def hold(self, lease: Lease) -> None:
         self._held[lease.run_id] = lease
 
+    def watch(self, lease: Lease, scope: anyio.CancelScope) -> bool:
+        """Cancel ``scope`` when the run leaves the ledger; False (and cancelled) if it already has."""
+        if not self.holds(lease):
+            scope.cancel()
+            return False
+        self._calls[lease.run_id] = scope
+        return True
+
+    def unwatch(self, lease: Lease) -> None:
+        self._calls.pop(lease.run_id, None)
+
     def finish(self, lease: Lease, outcome: RunStatus, age_seconds: float) -> None:
         """The run reached a terminal state (``outcome``) under this lease."""
         self._metrics.runs.labels(outcome.value).inc()
         self._metrics.run_duration.labels(outcome.value).observe(age_seconds)
         self.drop([lease])
 
+    def lose(self, leases: Iterable[Lease], found_by: str) -> None:
+        """Another daemon took these runs over (found by a renewal, a step or a compensation)."""
+        lost = [lease for lease in leases if self.holds(lease)]
+        if lost:
+            self._metrics.leases_lost.labels(found_by).inc(len(lost))
+            self.drop(lost)
+
     def drop(self, leases: Iterable[Lease]) -> None:
         """Forget runs this daemon no longer works on (finished, lost or given back)."""
         for lease in leases:
             if self.holds(lease):
                 del self._held[lease.run_id]
+                call = self._calls.pop(lease.run_id, None)
+                if call is not None:
+                    call.cancel()
         self._changed.set()
         self._changed = anyio.Event()
 

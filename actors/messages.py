@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sagad.domain.runs import Lease
@@ -18,11 +19,13 @@ class HasLease(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StepWork:
-    """A held run, on its way to the next step."""
+    """A held run, on its way to its next step."""
 
     lease: Lease
     brief: Any
-    """The brief: as stored (decoded JSON) when claimed, a normalized ``Brief`` once validated."""
+    """As submitted (JSON text, as stored) until the first step has run; then its output, the normalized brief."""
+    outputs: Mapping[Step, Any] = field(default_factory=dict)
+    """The outputs of the steps it has passed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,11 @@ class Compensation:
     lease: Lease
     failed_step: Step
     reason: str
+    brief: Any = None
+    outputs: Mapping[Step, Any] = field(default_factory=dict)
+    undo_failed_step: bool = True
+    """Whether the failed step's own undo runs too: its call may have had an effect (it timed out, say)."""
     tables: frozenset[str] = frozenset()
 
     def including(self, tables: frozenset[str]) -> Compensation:
-        return Compensation(self.lease, self.failed_step, self.reason, self.tables | tables)
+        return replace(self, tables=self.tables | tables)

@@ -18,6 +18,11 @@ class Compensations(Protocol):
     async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed: ...
 
 
+class CompensationDeferrals(Protocol):
+    async def defer_compensations(self, errors: Sequence[tuple[Lease, str]], retry_seconds: float) -> set[RunId]:
+        """Give compensating runs back with the reason they are held up, to be tried again later."""
+
+
 class RunLeases(Protocol):
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]: ...
 

@@ -1,29 +1,138 @@
-"""The backward half of a step actor: failures pass through it on their way to the compensator."""
+"""The backward half of a step actor: failures pass through it on their way to the compensator.
+
+Each relay adds its step's tables to a failure and passes it one step back, so the failures reach
+the compensator with every table that holds the run's rows. A step with an ``undo`` first takes
+back what it did outside the database: the undos of the steps that had completed (and the failed
+step's own, when its call may have had an effect) thus run in reverse step order, before the one
+DELETE statement. An undo that keeps failing leaves the run ``compensating``, given back with the
+reason; any daemon tries it again later, and nothing of the run is deleted until every undo is done.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import random
+
+import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from sagad.actors.messages import Compensation, HasLease
+from sagad.actors.calls import gave_up, retried
+from sagad.actors.ledger import Ledger
+from sagad.actors.messages import Compensation
+from sagad.actors.ports import CompensationDeferrals
+from sagad.actors.retry import retrying
+from sagad.domain.pipeline import StepSpec, UndoContext
+from sagad.domain.runs import Lease, RunId
+from sagad.errors import DatabaseError
+from sagad.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 class FailureRelay:
-    """Adds its step's tables to each failure and passes it one step back.
+    """Passes failures one step back, taking back first what its step did outside the database."""
 
-    It runs in a task of its own and never waits on forward traffic, so the backward path
-    always drains, however full the forward inboxes are.
-    """
+    def __init__(
+        self,
+        spec: StepSpec,
+        *,
+        store: CompensationDeferrals,
+        ledger: Ledger,
+        metrics: Metrics,
+        retry_seconds: float,
+    ) -> None:
+        self.tables = frozenset(spec.tables)
+        self._spec = spec
+        self._store = store
+        self._ledger = ledger
+        self._metrics = metrics
+        self._retry_seconds = retry_seconds
+        self._holding: dict[RunId, Compensation] = {}
+        self._room = anyio.Semaphore(spec.concurrency)
+        self._jitter = random.Random()
 
-    def __init__(self, tables: frozenset[str]) -> None:
-        self.tables = tables
-        self.in_hand: tuple[HasLease, ...] = ()
+    def abandon(self) -> list[Lease]:
+        leases = [message.lease for message in self._holding.values()]
+        self._holding.clear()
+        return leases
 
     async def run(
         self,
         inbox: MemoryObjectReceiveStream[Compensation],
         previous: MemoryObjectSendStream[Compensation],
     ) -> None:
-        async for message in inbox:
-            self.in_hand = (message,)
-            await previous.send(message.including(self.tables))
-            self.in_hand = ()
+        """Never waits on forward traffic, so the backward path always drains."""
+        self._room = anyio.Semaphore(self._spec.concurrency)
+        async with anyio.create_task_group() as undos:
+            async for failure in inbox:
+                message = failure.including(self.tables)
+                self._holding[message.lease.run_id] = message
+                if self._undoes(message):
+                    await self._room.acquire()
+                    undos.start_soon(self._undo_then_pass_back, message, previous)
+                else:
+                    await previous.send(message)
+                    self._holding.pop(message.lease.run_id, None)
+
+    def _undoes(self, message: Compensation) -> bool:
+        step = self._spec.step
+        completed = message.failed_step > step
+        return self._spec.undo is not None and (completed or (message.failed_step is step and message.undo_failed_step))
+
+    async def _undo_then_pass_back(self, message: Compensation, previous: MemoryObjectSendStream[Compensation]) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                if self._ledger.watch(message.lease, scope):
+                    try:
+                        undone = await self._undo(message)
+                    finally:
+                        self._ledger.unwatch(message.lease)
+                    if undone:
+                        await previous.send(message)
+            if scope.cancelled_caught:
+                self._metrics.fenced.labels("compensation").inc()
+                self._ledger.lose([message.lease], "undo")
+        finally:
+            self._holding.pop(message.lease.run_id, None)
+            self._room.release()
+
+    async def _undo(self, message: Compensation) -> bool:
+        """Run the undo; False when it kept failing (the run is then given back for a later try)."""
+        spec, undo = self._spec, self._spec.undo
+        if undo is None:
+            return True
+        step = spec.step.value
+        brief = message.brief
+        if isinstance(brief, str):
+            try:
+                brief = json.loads(brief)
+            except (ValueError, RecursionError):
+                brief = None
+
+        async def attempt(_: int) -> None:
+            deadline = anyio.current_time() + spec.timeout_seconds
+            output = message.outputs.get(spec.step)
+            await undo(UndoContext(message.lease.run_id, brief, output, message.reason, deadline))
+
+        def attempted(outcome: str, _seconds: float, _error: Exception | None) -> None:
+            self._metrics.undos.labels(step, outcome).inc()
+
+        try:
+            await retried(spec.retry, spec.timeout_seconds, attempt, attempted, self._jitter)
+        except Exception as error:
+            reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds)
+            log.warning("run %s stays compensating: %s", message.lease.run_id, reason)
+            await self._defer(message.lease, reason)
+            return False
+        return True
+
+    async def _defer(self, lease: Lease, reason: str) -> None:
+        """Give the run back, compensating, with why; whoever claims it next tries the undos again."""
+        try:
+            async for attempt in retrying():
+                with attempt:
+                    await self._store.defer_compensations([(lease, reason)], self._retry_seconds)
+        except DatabaseError as error:
+            log.warning("could not give back run %s, its lease will expire: %s", lease.run_id, error)
+        self._ledger.drop([lease])

@@ -8,9 +8,8 @@ import time
 import anyio
 
 from sagad.actors.ledger import Ledger
-from sagad.actors.messages import HasLease
 from sagad.actors.ports import RunLeases
-from sagad.domain.runs import WorkerId
+from sagad.domain.runs import Lease, WorkerId
 from sagad.errors import TransientDatabaseError
 from sagad.metrics import Metrics
 
@@ -28,7 +27,9 @@ class Renewer:
         self._metrics = metrics
         self._worker = worker
         self._lease_seconds = lease_seconds
-        self.in_hand: tuple[HasLease, ...] = ()
+
+    def abandon(self) -> list[Lease]:
+        return []  # it holds no run of its own
 
     async def run(self) -> None:
         # Three ticks per lease: two renewals may fail before another daemon can take a run.
@@ -59,4 +60,4 @@ class Renewer:
         if lost:
             log.warning("lost %d leases to other daemons", len(lost))
             self._metrics.lease_renewals.labels("lost").inc(len(lost))
-            self._ledger.drop(lost)
+            self._ledger.lose(lost, "renewal")

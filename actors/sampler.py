@@ -6,9 +6,8 @@ import logging
 
 import anyio
 
-from sagad.actors.messages import HasLease
 from sagad.actors.ports import Plans, RunLeases
-from sagad.domain.runs import STATUS_NAMES
+from sagad.domain.runs import STATUS_NAMES, Lease
 from sagad.errors import TransientDatabaseError
 from sagad.metrics import Metrics
 
@@ -36,7 +35,9 @@ class StatusSampler:
         self._metrics = metrics
         self._every = every_seconds
         self._planned_for = (0, 0)
-        self.in_hand: tuple[HasLease, ...] = ()
+
+    def abandon(self) -> list[Lease]:
+        return []  # it holds no run of its own
 
     async def run(self) -> None:
         while True:

@@ -1,59 +1,79 @@
-"""The shape every step actor shares: group commit forward, relay of failures backward."""
+"""A step actor: calls its step for each run, up to its concurrency at once, and group-commits what finished.
+
+No connection, transaction or lock is held while a call runs. Whatever finished since the last
+commit is committed as one statement; then each run is handed on: to the next step, to the
+failure relay, or out of the daemon as completed. A step declared ``instant`` is awaited inline
+(it never waits on anything); any other runs in a task of its own.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
-from typing import ClassVar
 
+import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from sagad.actors.batching import take_waiting
+from sagad.actors.calls import LOST, Called, StepCaller, bounded
 from sagad.actors.ledger import Ledger
-from sagad.actors.messages import Compensation, HasLease, StepWork
+from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, StepWriter
 from sagad.actors.relay import FailureRelay
 from sagad.actors.retry import retrying
-from sagad.content.brief import Brief
-from sagad.content.normalize import normalized
-from sagad.domain.rows import Committed, Row, StepWrite
-from sagad.domain.runs import RunStatus
+from sagad.domain.pipeline import StepSpec
+from sagad.domain.rows import Committed, StepWrite
+from sagad.domain.runs import Lease, RunId, RunStatus
 from sagad.domain.steps import Step
-from sagad.errors import PermanentDatabaseError, StepFailed
+from sagad.errors import PermanentDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# How long to wait before committing again runs whose rows another transaction held, when
+# nothing else is waiting: enough not to spin on a lock held for long.
+_LOCKED_PAUSE_SECONDS = 0.05
 
-def _bounded(reason: str, limit: int = 2000) -> str:
-    """A failure reason short enough to keep on the run, however much the input said."""
-    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+Finished = tuple[StepWork, Called]
 
 
 class StepActor:
-    """One pipeline step. Subclasses name the step and say which rows it writes for a run."""
-
-    step: ClassVar[Step]
-
-    @staticmethod
-    def generate(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
-        """The step's content generator: the rows for one run, or StepFailed."""
-        raise NotImplementedError
+    """One pipeline step, as its spec declares it."""
 
     def __init__(
-        self, *, store: StepWriter, ledger: Ledger, metrics: Metrics, faults: FaultPoints, batch_limit: int
+        self,
+        *,
+        spec: StepSpec,
+        store: StepWriter,
+        ledger: Ledger,
+        metrics: Metrics,
+        faults: FaultPoints,
+        batch_limit: int,
+        relay: FailureRelay,
     ) -> None:
+        self.spec = spec
+        self.step = spec.step
+        self.relay = relay
         self._store = store
         self._ledger = ledger
         self._metrics = metrics
         self._faults = faults
         self._batch_limit = batch_limit
-        self.tables = frozenset(self.step.tables)
-        self.in_hand: tuple[HasLease, ...] = ()
-        """Messages taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
-        self.relay = FailureRelay(self.tables)
+        self._caller = StepCaller(spec, ledger, metrics)
+        self._in_flight = metrics.calls_in_flight.labels(spec.step.value)
+        self._holding: dict[RunId, StepWork] = {}
+        """Runs taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
+        self._finished: list[Finished] = []
+        self._finished_more = anyio.Event()
+        self._room = anyio.Semaphore(spec.concurrency)
+        self._closed = False
+
+    def abandon(self) -> list[Lease]:
+        """The leases of every run this actor held when it crashed; it holds none afterwards."""
+        leases = [work.lease for work in self._holding.values()]
+        self._holding.clear()
+        self._finished.clear()
+        return leases
 
     async def run(
         self,
@@ -61,47 +81,84 @@ class StepActor:
         forward: MemoryObjectSendStream[StepWork] | None,
         failures: MemoryObjectSendStream[Compensation],
     ) -> None:
-        """Commit each batch waiting in the inbox as one transaction, then hand every run on."""
-        async for first in inbox:
-            batch = take_waiting(first, inbox, self._batch_limit)
-            self.in_hand = tuple(batch)
-            batch = [self._normalized(work) for work in batch]
-            writes = [self._write(work) for work in batch]
-            committed = await self._commit(writes)
-            await self._faults.after_step_commit(self.step, [w.lease for w in writes])
-            for work, write in zip(batch, writes, strict=True):
-                await self._hand_on(work, write, committed, forward, failures)
-            self.in_hand = ()
+        """Call the step for every run that arrives; a committer hands the finished ones on."""
+        self._room = anyio.Semaphore(self.spec.concurrency)
+        self._closed = False
+        async with anyio.create_task_group() as calls:
+            calls.start_soon(self._commit_finished, forward, failures)
+            async for work in inbox:
+                await self._room.acquire()
+                self._holding[work.lease.run_id] = work
+                if self.spec.instant:
+                    self._finish(work, await self._caller.call(work))
+                else:
+                    calls.start_soon(self._call, work)
+            self._closed = True
+            self._finished_more.set()
+
+    async def _call(self, work: StepWork) -> None:
+        self._in_flight.inc()
+        try:
+            called = await self._caller.call(work)
+        finally:
+            self._in_flight.dec()
+        if called is LOST:
+            self._done(work.lease)
+        else:
+            self._finish(work, called)
+
+    def _finish(self, work: StepWork, called: Called) -> None:
+        self._finished.append((work, called))
+        self._finished_more.set()
+
+    def _done(self, lease: Lease) -> None:
+        if self._holding.pop(lease.run_id, None) is not None:
+            self._room.release()
+
+    async def _commit_finished(
+        self, forward: MemoryObjectSendStream[StepWork] | None, failures: MemoryObjectSendStream[Compensation]
+    ) -> None:
+        """Commit what finished since the last commit, as one statement, then hand each run on."""
+        while True:
+            while not self._finished:
+                if self._closed and not self._holding:
+                    return
+                await self._finished_more.wait()
+                self._finished_more = anyio.Event()
+            batch = self._finished[: self._batch_limit]
+            del self._finished[: len(batch)]
+            committed, writes = await self._commit([self._write(work, called) for work, called in batch])
+            await self._faults.after_step_commit(self.step, [write.lease for write in writes])
+            again = [finished for finished in batch if finished[0].lease.run_id in committed.skipped]
+            for (work, called), write in zip(batch, writes, strict=True):
+                if work.lease.run_id not in committed.skipped:
+                    await self._hand_on(work, called, write, committed, forward, failures)
+            if again:
+                self._metrics.step_retries.labels(self.step.value, "locked").inc(len(again))
+                self._finished.extend(again)
+                if len(again) == len(batch):
+                    await anyio.sleep(_LOCKED_PAUSE_SECONDS)
 
     @staticmethod
-    def _normalized(work: StepWork) -> StepWork:
-        """The brief is validated once per run in this daemon, then travels normalized."""
-        if type(work.brief) is Brief:
-            return work
-        try:
-            return StepWork(work.lease, normalized(work.brief))
-        except StepFailed:
-            return work  # _write fails it again, and routes the failure
+    def _write(work: StepWork, called: Called) -> StepWrite:
+        if called.result is None:
+            return StepWrite(work.lease, failure=called.failure)
+        return StepWrite(work.lease, rows=called.result.rows, output=called.output_json)
 
-    def _write(self, work: StepWork) -> StepWrite:
-        try:
-            brief = work.brief if type(work.brief) is Brief else normalized(work.brief)
-            return StepWrite(work.lease, rows=self.generate(work.lease.run_id, brief))
-        except StepFailed as failure:
-            return StepWrite(work.lease, failure=_bounded(f"{self.step}: {failure}"))
-        except Exception as bug:  # a generator bug fails this run only, never the batch
-            log.exception("step %s raised for run %s", self.step, work.lease.run_id)
-            return StepWrite(work.lease, failure=f"{self.step}: {type(bug).__name__}: {bug}")
+    async def _commit(self, writes: Sequence[StepWrite]) -> tuple[Committed, list[StepWrite]]:
+        """Commit the batch, retrying transient errors; a permanent error fails the runs one by one.
 
-    async def _commit(self, writes: Sequence[StepWrite]) -> Committed:
-        """Commit the batch, retrying transient errors; a permanent error fails the runs one by one."""
+        Returns what was committed, with the writes as committed: a run the database refused is
+        written again as a failure (with the database's reason), and handed on as one.
+        """
         started = time.perf_counter()
+        step = self.step.value
 
         def on_retry(error: BaseException) -> None:
-            log.warning("step %s: retrying %d runs after %s", self.step, len(writes), error)
+            log.warning("step %s: retrying %d runs after %s", step, len(writes), error)
             self._metrics.db_errors.labels("transient").inc()
-            self._metrics.step_retries.labels(self.step.value).inc()
-            self._metrics.step_duration.labels(self.step.value, "retried").observe(time.perf_counter() - started)
+            self._metrics.step_retries.labels(step, "database").inc()
+            self._metrics.step_duration.labels(step, "retried").observe(time.perf_counter() - started)
 
         try:
             async for attempt in retrying(on_retry):
@@ -110,41 +167,48 @@ class StepActor:
         except PermanentDatabaseError as error:
             self._metrics.db_errors.labels("permanent").inc()
             if len(writes) > 1:
-                return self._merge([await self._commit([write]) for write in writes])
-            log.error("step %s refused run %s: %s", self.step, writes[0].lease.run_id, error)  # noqa: TRY400
+                parts = [await self._commit([write]) for write in writes]
+                return _merge([part for part, _ in parts]), [write for _, part_writes in parts for write in part_writes]
+            log.error("step %s refused run %s: %s", step, writes[0].lease.run_id, error)  # noqa: TRY400
             if writes[0].failure is not None:
                 raise  # not even the failure could be recorded: the supervisor frees the run
-            return await self._commit([StepWrite(writes[0].lease, failure=f"{self.step}: {error}")])
+            return await self._commit([StepWrite(writes[0].lease, failure=bounded(f"{step}: {error}"))])
         elapsed = time.perf_counter() - started
         for write in writes:
-            outcome = "ok" if write.failure is None else "failed"
-            self._metrics.step_duration.labels(self.step.value, outcome).observe(elapsed)
-        return committed
-
-    @staticmethod
-    def _merge(parts: Sequence[Committed]) -> Committed:
-        owned = {run: age for part in parts for run, age in part.owned.items()}
-        rows: dict[str, int] = {}
-        for part in parts:
-            for table, count in part.rows.items():
-                rows[table] = rows.get(table, 0) + count
-        return Committed(owned=owned, rows=rows)
+            self._metrics.step_duration.labels(step, "ok" if write.failure is None else "failed").observe(elapsed)
+        return committed, list(writes)
 
     async def _hand_on(
         self,
         work: StepWork,
+        called: Called,
         write: StepWrite,
         committed: Committed,
         forward: MemoryObjectSendStream[StepWork] | None,
         failures: MemoryObjectSendStream[Compensation],
     ) -> None:
-        lease = work.lease
+        lease, result = work.lease, called.result
         if lease.run_id not in committed.owned:
             self._metrics.fenced.labels("step").inc()
-            self._ledger.drop([lease])
-        elif write.failure is not None:
-            await failures.send(Compensation(lease, self.step, write.failure))
+            self._ledger.lose([lease], "step")
+        elif write.failure is not None or result is None:
+            reason = write.failure or "failed"
+            # A call that succeeded may have had effects even if its commit was refused.
+            clean = called.clean and result is None
+            failure = Compensation(lease, self.step, reason, work.brief, work.outputs, undo_failed_step=not clean)
+            await failures.send(failure)
         elif forward is None:
             self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
         else:
-            await forward.send(work)
+            brief = result.output if self.step is Step.NORMALIZE_BRIEF else work.brief
+            await forward.send(StepWork(lease, brief, {**work.outputs, self.step: result.output}))
+        self._done(lease)
+
+
+def _merge(parts: Sequence[Committed]) -> Committed:
+    owned = {run: age for part in parts for run, age in part.owned.items()}
+    rows: dict[str, int] = {}
+    for part in parts:
+        for table, count in part.rows.items():
+            rows[table] = rows.get(table, 0) + count
+    return Committed(owned=owned, rows=rows, skipped=frozenset().union(*(part.skipped for part in parts)))

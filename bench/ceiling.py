@@ -8,60 +8,49 @@ failed runs (``StepStore.compensate``: ``_FINISH_COMPENSATION`` and children-fir
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from sagad.actors.sampler import outgrown
-from sagad.content import delivery, draft, normalize, qc, strategy
-from sagad.content.brief import Brief
+from sagad.content.pipeline import builtin_pipeline, walk
 from sagad.content.samples import Ending, sample_brief
-from sagad.domain.rows import Row, StepWrite
+from sagad.domain.rows import Rows, StepWrite
 from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import Step
-from sagad.errors import StepFailed
 from sagad.store.audit import audit_database
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
 
-Generator = Callable[[uuid.UUID, Brief], dict[str, list[Row]]]
-GENERATORS: tuple[Generator, ...] = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
+BUILTIN = builtin_pipeline()
 SUBMIT_BATCH = 200
 LEASE_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedRun:
-    """A run's rows for each step it passes, and why it fails at the next one (if it does)."""
+    """A run's rows and output for each step it passes, and why it fails at the next one (if it does)."""
 
-    steps: tuple[dict[str, list[Row]], ...]
+    steps: tuple[tuple[Rows, str], ...]
     failure: str | None
 
     def write(self, index: int, lease: Lease) -> StepWrite:
         if index < len(self.steps):
-            return StepWrite(lease, rows=self.steps[index])
-        assert self.failure is not None
-        return StepWrite(lease, failure=self.failure)
+            rows, output = self.steps[index]
+            return StepWrite(lease, rows=rows, output=output)
+        return StepWrite(lease, failure=self.failure or "failed")
 
 
-def plan_run(run_id: uuid.UUID, raw_brief: Any) -> PlannedRun:
+async def plan_run(run_id: uuid.UUID, raw_brief: Any) -> PlannedRun:
     """What sagad's step actors would write for this run, computed up front."""
-    steps: list[dict[str, list[Row]]] = []
-    try:
-        brief = normalize.normalized(raw_brief)
-    except StepFailed as failure:
-        return PlannedRun((), f"{Step.NORMALIZE_BRIEF}: {failure}")
-    for step, generate in zip(Step, GENERATORS, strict=True):
-        try:
-            steps.append(generate(run_id, brief))
-        except StepFailed as failure:
-            return PlannedRun(tuple(steps), f"{step}: {failure}")
-    return PlannedRun(tuple(steps), None)
+    walked = await walk(BUILTIN, run_id, raw_brief)
+    return PlannedRun(tuple((r.rows, json.dumps(r.output)) for r in walked.results), walked.reason)
 
 
 @dataclass(slots=True)
@@ -136,7 +125,7 @@ async def measure_ceiling(
             briefs = [sample_brief(o, start + n) for n, o in enumerate(outcomes[start : start + SUBMIT_BATCH])]
             submitted = await runs.submit_many([(brief, None) for brief in briefs])
             for (run_id, _), brief in zip(submitted, briefs, strict=True):
-                plans[run_id] = plan_run(run_id, brief)
+                plans[run_id] = await plan_run(run_id, brief)
         result = CeilingResult(runs=len(outcomes), connections=connections)
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:

@@ -20,12 +20,11 @@ from typing import Any
 import anyio
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
 
-from bench.ceiling import GENERATORS, SUBMIT_BATCH
+from bench.ceiling import BUILTIN, SUBMIT_BATCH
 from sagad.cli.load import Mix
-from sagad.content.normalize import normalized
+from sagad.content.pipeline import walk
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.steps import Step
-from sagad.errors import StepFailed
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from sagad.store.schema import children_first, metadata
@@ -57,10 +56,10 @@ def _register(ds: AsyncSQLAlchemyDatasource) -> Pipeline:
     @ds.transaction()
     async def write_step(index: int, run_id: str, raw_brief: dict[str, Any]) -> str | None:
         """Insert one step's rows, parents first; a business failure writes nothing and is returned."""
-        try:
-            rows = GENERATORS[index](uuid.UUID(run_id), normalized(raw_brief))
-        except StepFailed as failure:
-            return f"{Step.at(index)}: {failure}"
+        walked = await walk(BUILTIN, uuid.UUID(run_id), raw_brief)
+        if index == len(walked.results):
+            return walked.reason
+        rows = walked.results[index].rows
         session = ds.sql_session()
         for table in metadata.sorted_tables:
             if rows.get(table.name):

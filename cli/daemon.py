@@ -12,6 +12,7 @@ from typing import Annotated
 import anyio
 import prometheus_client
 import typer
+from anyio.abc import TaskStatus
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.domain.runs import WorkerId
@@ -44,8 +45,11 @@ def serve_metrics(metrics: Metrics, addr: str) -> None:
     log.info("metrics on http://%s:%s/metrics", bound_host, bound_port)
 
 
-async def _watch_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+async def _watch_signals(
+    stop: anyio.Event, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()  # from here on a signal drains the daemon instead of killing it
         async for signum in signals:
             if stop.is_set():
                 log.warning("second %s: stopping without draining", signal.Signals(signum).name)
@@ -122,10 +126,10 @@ def daemon_command(
     async def main() -> None:
         # Every connection opened (and its types looked up) before the first run, not during it.
         async with migrated_database(database_url, max_size=POOL_SIZE, min_size=POOL_SIZE) as db:
-            serve_metrics(metrics, metrics_addr)
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, stop, tg.cancel_scope)
+                await tg.start(_watch_signals, stop, tg.cancel_scope)
+                serve_metrics(metrics, metrics_addr)
                 # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep
                 # it out of the collector's full passes, which otherwise pause every task for ~70 ms.
                 gc.collect()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -52,6 +52,26 @@ class Brief(_Strict):
     budget_eur: Annotated[int, Field(ge=0, le=100_000_000)]
     word_limit: Annotated[int, Field(ge=50, le=5000)]
     delivery: Delivery
+
+
+class DeliveryData(TypedDict):
+    target: str
+    destination: str
+
+
+class BriefData(TypedDict):
+    """A brief as JSON, the way steps after ``normalize_brief`` get it (its output)."""
+
+    client: str
+    product: str
+    audience: str
+    key_message: str
+    tone: str
+    goals: list[str]
+    channels: list[str]
+    budget_eur: int
+    word_limit: int
+    delivery: DeliveryData
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

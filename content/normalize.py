@@ -1,12 +1,16 @@
-"""Step 1: check the brief against the catalog and store it, normalized, with its intake fields."""
+"""Step 1: check the brief against the catalog and store it, normalized, with its intake fields.
+
+Its output is the normalized brief: what every later step gets as ``ctx.brief``.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sagad.content.brief import CHANNELS, Brief, load_json, validate_brief
-from sagad.domain.rows import Row, row_key
+from sagad.content.brief import CHANNELS, Brief, BriefData, validate_brief
+from sagad.domain.pipeline import StepContext, StepResult
+from sagad.domain.rows import Rows, row_key
 from sagad.errors import InvalidBrief, StepFailed
 
 
@@ -17,12 +21,12 @@ def _clean(text: str) -> str:
 def normalized(raw: Any) -> Brief:
     """The brief with whitespace collapsed and goals and channels lower-cased and de-duplicated.
 
-    ``raw`` is decoded JSON, or JSON text as stored.
+    ``raw`` is decoded JSON: the brief as submitted.
 
     Raises StepFailed naming the field when the brief is malformed or names an unknown channel.
     """
     try:
-        brief = validate_brief(load_json(raw) if isinstance(raw, str) else raw)
+        brief = validate_brief(raw)
     except InvalidBrief as exc:
         raise StepFailed(f"invalid brief: {exc}") from None
     channels = list(dict.fromkeys(_clean(c).lower() for c in brief.channels))
@@ -44,7 +48,7 @@ def normalized(raw: Any) -> Brief:
     )
 
 
-def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
+def rows(run_id: uuid.UUID, brief: Brief, payload: BriefData) -> Rows:
     brief_id = row_key(run_id, "brief")
     intake = [("goal", goal) for goal in brief.goals] + [("channel", c) for c in brief.channels]
     return {
@@ -58,7 +62,7 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
                 "tone": brief.tone,
                 "budget_eur": brief.budget_eur,
                 "word_limit": brief.word_limit,
-                "payload": brief.model_dump(),
+                "payload": payload,
             }
         ],
         "onboarding_intake": [
@@ -72,3 +76,10 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
             for field, value in intake
         ],
     }
+
+
+async def normalize_brief(ctx: StepContext) -> StepResult:
+    """The brief checked and normalized: stored with its intake, and handed on as the output."""
+    brief = normalized(ctx.brief)
+    payload = cast(BriefData, brief.model_dump())
+    return StepResult(rows(ctx.run_id, brief, payload), payload)

@@ -1,12 +1,15 @@
-"""Step 4: quality control. Claims that no brand can back up sink the score below the threshold."""
+"""Step 4: quality control of the draft. Claims no brand can back up sink its score below the threshold."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from typing import TypedDict, cast
 
-from sagad.content.brief import Brief
-from sagad.domain.rows import Row, row_key
+from sagad.content.draft import Draft
+from sagad.domain.pipeline import StepContext, StepResult
+from sagad.domain.rows import Rows, row_key
+from sagad.domain.steps import Step
 from sagad.errors import StepFailed
 
 THRESHOLD = 0.7
@@ -14,12 +17,21 @@ BANNED_CLAIMS = ("guaranteed", "miracle", "risk-free", "cure")
 _CLAIMS = re.compile(r"\b(" + "|".join(re.escape(c) for c in BANNED_CLAIMS) + r")\b", re.IGNORECASE)
 
 
-def findings(brief: Brief) -> list[tuple[str, str]]:
-    """(severity, message) per finding: a blocker per banned claim, a note per channel."""
-    text = " ".join([brief.product, brief.audience, brief.key_message])
-    claims = sorted({m.lower() for m in _CLAIMS.findall(text)})
+class Verdict(TypedDict):
+    """The step's output: what delivery packages once QC passed it."""
+
+    score: float
+    issues: list[list[str]]
+    """[severity, message] pairs (lists, as JSON keeps them)."""
+
+
+def findings(draft: Draft) -> list[tuple[str, str]]:
+    """(severity, message) per finding in the draft's copy: a blocker per banned claim, a note per channel."""
+    copy = " ".join([draft["title"], draft["body"], *(asset["content"] for asset in draft["assets"])])
+    claims = sorted({m.lower() for m in _CLAIMS.findall(copy)})
+    channels = dict.fromkeys(asset["channel"] for asset in draft["assets"])
     blockers = [("blocker", f"unsupported claim {claim!r}") for claim in claims]
-    notes = [("info", f"check that the call to action suits {channel}") for channel in brief.channels]
+    notes = [("info", f"check that the call to action suits {channel}") for channel in channels]
     return blockers + notes
 
 
@@ -29,12 +41,17 @@ def score(issues: list[tuple[str, str]]) -> float:
     return round(max(0.0, 1.0 - 0.4 * blockers - 0.01 * notes), 2)
 
 
-def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
-    issues = findings(brief)
+def evaluate(draft: Draft) -> Verdict:
+    """The verdict on a draft that passes, or StepFailed naming what sank it."""
+    issues = findings(draft)
     result = score(issues)
     if result < THRESHOLD:
         blockers = "; ".join(message for severity, message in issues if severity == "blocker")
         raise StepFailed(f"QC score {result:.2f} below threshold {THRESHOLD:.2f}: {blockers}")
+    return {"score": result, "issues": [[severity, message] for severity, message in issues]}
+
+
+def rows(run_id: uuid.UUID, verdict: Verdict) -> Rows:
     qc_id = row_key(run_id, "qc")
     return {
         "qc_results": [
@@ -42,7 +59,7 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
                 "run_id": run_id,
                 "id": qc_id,
                 "draft_id": row_key(run_id, "draft"),
-                "score": result,
+                "score": verdict["score"],
                 "passed": True,
             }
         ],
@@ -54,6 +71,11 @@ def rows(run_id: uuid.UUID, brief: Brief) -> dict[str, list[Row]]:
                 "severity": severity,
                 "message": message,
             }
-            for n, (severity, message) in enumerate(issues)
+            for n, (severity, message) in enumerate(verdict["issues"])
         ],
     }
+
+
+async def qc_evaluate(ctx: StepContext) -> StepResult:
+    verdict = evaluate(cast(Draft, ctx.outputs[Step.GENERATE_DRAFT]))
+    return StepResult(rows(ctx.run_id, verdict), verdict)

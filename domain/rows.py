@@ -42,10 +42,12 @@ def row_key(run_id: uuid.UUID, entity: str) -> uuid.UUID:
 
 @dataclass(frozen=True, slots=True)
 class StepWrite:
-    """One run's part of a step's group commit: its rows, or the reason the step failed."""
+    """One run's part of a step's group commit: its rows and output, or the reason the step failed."""
 
     lease: Lease
     rows: Rows = field(default_factory=dict)
+    output: str = "null"
+    """The step's output for later steps, as JSON text, kept with the run so that a resumed run gets it back."""
     failure: str | None = None
 
 
@@ -58,3 +60,6 @@ class Committed:
 
     rows: dict[str, int] = field(default_factory=dict)
     """Rows written (or deleted, for a compensation) per table."""
+
+    skipped: frozenset[RunId] = frozenset()
+    """Runs still ours whose row another transaction held: nothing was written for them; try again."""

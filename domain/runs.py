@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import NewType
+from typing import Any, NewType
 
 from sagad.domain.steps import Step
 
@@ -59,3 +60,5 @@ class ClaimedRun:
     brief: str
     """The stored brief as JSON text: each run decodes its own, so one that cannot be read fails alone."""
     attempts: int
+    outputs: Mapping[Step, Any]
+    """The outputs of the steps it has committed (JSON values), for the steps after them."""

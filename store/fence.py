@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from sagad.domain.runs import Lease
 
 
-def locked_leases(where: str, extra_columns: str = "", *, skip_locked: bool = False) -> str:
+def locked_leases(where: str, extra_columns: str = "", extra_aliases: str = "", *, skip_locked: bool = False) -> str:
     """CTEs ``held`` (from $1 ids, $2 tokens, $3 worker) and ``locked`` (the rows the fence lets through).
 
-    ``extra_columns`` names more unnest inputs, e.g. ``", $4::text[]"`` with alias ``failure``.
-    ``skip_locked`` passes over rows another transaction holds, instead of waiting for them.
+    ``extra_columns`` names more unnest inputs and ``extra_aliases`` their names in ``held``, e.g.
+    ``", $4::text[]"`` and ``", failure"``. ``skip_locked`` passes over rows another transaction
+    holds, instead of waiting for them: one stuck row must not hold up a whole batch.
     """
-    extra_alias = ", failure" if extra_columns else ""
     return f"""
         held AS (
-            SELECT * FROM unnest($1::uuid[], $2::bigint[]{extra_columns}) AS h(id, token{extra_alias})
+            SELECT * FROM unnest($1::uuid[], $2::bigint[]{extra_columns}) AS h(id, token{extra_aliases})
         ),
         locked AS (
             SELECT r.id FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
@@ -29,6 +29,17 @@ def locked_leases(where: str, extra_columns: str = "", *, skip_locked: bool = Fa
             ORDER BY r.id
             FOR NO KEY UPDATE OF r{" SKIP LOCKED" if skip_locked else ""}
         )"""
+
+
+def skipped_leases(where: str) -> str:
+    """The runs of ``held`` the fence would let through but ``locked`` passed over: another transaction holds them.
+
+    Read without a lock, from the statement's snapshot: a run taken over meanwhile is reported
+    skipped once, and fenced on the next try.
+    """
+    return f"""
+        SELECT h.id FROM held h JOIN workflow_runs r ON r.id = h.id AND r.lease_token = h.token
+        WHERE r.claimed_by = $3 AND ({where}) AND h.id NOT IN (SELECT id FROM locked)"""
 
 
 def lease_arrays(leases: Sequence[Lease]) -> tuple[list[object], list[int]]:

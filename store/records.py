@@ -33,6 +33,8 @@ class RunDetails:
     failed_step: str | None
     attempts: int
     last_error: str | None
+    compensation_error: str | None
+    """Why a compensation has not finished yet (an undo kept failing)."""
     claimed_by: str | None
     lease_token: int
     idempotency_key: str | None

@@ -49,15 +49,17 @@ _CLAIM = """
     FROM candidates c
     WHERE r.id = c.id
     RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
-              r.attempts
+              r.attempts,
+              (SELECT jsonb_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
 """
 
 # Runs this worker holds that it does not know of: a claim that committed but whose answer was lost.
 # Only unexpired leases: an expired one may be taken by any daemon, this one included, by a claim.
 _UNANSWERED = """
-    SELECT id, lease_token, status, next_step, failed_step, last_error, brief::text AS brief, attempts
-    FROM workflow_runs
-    WHERE available_at > now() AND claimed_by = $1 AND NOT (id = ANY($2::uuid[]))
+    SELECT r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
+           r.attempts, (SELECT jsonb_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
+    FROM workflow_runs r
+    WHERE r.available_at > now() AND r.claimed_by = $1 AND NOT (r.id = ANY($2::uuid[]))
 """
 
 _RENEW = f"""
@@ -83,7 +85,7 @@ _TAKEN_OVER = """
 """
 
 _STATUS = """
-    SELECT id, status, next_step, failed_step, attempts, last_error, claimed_by, lease_token,
+    SELECT id, status, next_step, failed_step, attempts, last_error, compensation_error, claimed_by, lease_token,
            idempotency_key, submitted_at, started_at, failed_at, finished_at,
            CASE WHEN claimed_by IS NOT NULL THEN available_at END AS lease_expires_at
     FROM workflow_runs WHERE id = $1
@@ -115,6 +117,7 @@ def _claimed_runs(rows: Sequence[asyncpg.Record]) -> list[ClaimedRun]:
             last_error=row["last_error"],
             brief=row["brief"],
             attempts=row["attempts"],
+            outputs={Step.at(int(index)): output for index, output in (row["outputs"] or {}).items()},
         )
         for row in rows
     ]
@@ -190,6 +193,7 @@ class RunStore:
             failed_step=row["failed_step"],
             attempts=row["attempts"],
             last_error=row["last_error"],
+            compensation_error=row["compensation_error"],
             claimed_by=row["claimed_by"],
             lease_token=row["lease_token"],
             idempotency_key=row["idempotency_key"],

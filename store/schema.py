@@ -56,6 +56,8 @@ workflow_runs = Table(
     Column("next_step", SmallInteger, nullable=False, server_default=text("0")),
     Column("failed_step", Text, nullable=True),
     Column("last_error", Text, nullable=True),
+    # Why a compensation has not finished yet (an undo kept failing); cleared when it finishes.
+    Column("compensation_error", Text, nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("claimed_by", Text, nullable=True),
     Column("lease_token", BigInteger, nullable=False, server_default=text("0")),
@@ -84,6 +86,19 @@ workflow_runs = Table(
     ),
     # Each step's commit updates the run row; free room on the page keeps those updates HOT.
     postgresql_with={"fillfactor": "70"},
+)
+
+
+# Each committed step's output, so that a run resumed by another daemon gets exactly what its
+# earlier steps handed on. No foreign key: the step's commit already holds the run row, and a
+# reference would lock it once more per output (the audit checks that none is orphaned).
+step_outputs = Table(
+    "step_outputs",
+    metadata,
+    Column("run_id", UUID(as_uuid=True), primary_key=True),
+    Column("step", SmallInteger, primary_key=True),
+    Column("output", JSONB, nullable=False),
+    Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
 )
 
 

@@ -1,4 +1,4 @@
-"""Group commits of steps and compensations, each fenced per run."""
+"""Group commits of steps and compensations: each ONE statement, fenced per run."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from sagad.domain.rows import Committed, Row, StepWrite
 from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import Step
 from sagad.store.db import Database
-from sagad.store.fence import lease_arrays, locked_leases
+from sagad.store.fence import lease_arrays, locked_leases, skipped_leases
 from sagad.store.schema import children_first, tables_of_step
-from sagad.store.writes import column_arrays, delete_runs, insert_statement, written_columns
+from sagad.store.writes import column_arrays, delete_statement, insert_statement, written_columns
 
 _ADVANCE = """
     UPDATE workflow_runs r SET
@@ -30,12 +30,19 @@ _ADVANCE = """
     WHERE r.id = l.id
     RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, h.failure IS NULL AS ok
 """
-_FENCE_PARAMS = 7
+
+_KEEP_OUTPUTS = """
+    INSERT INTO step_outputs (run_id, step, output)
+    SELECT h.id, $5, h.output::jsonb FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    ON CONFLICT DO NOTHING
+"""
+_FENCE_PARAMS = 8
+_STEP_FENCE = "r.status = 'running' AND r.next_step = $5"
 
 # A retry after a connection was lost may find its first attempt committed: the run is already
 # past this step (or failed at it) under this very lease. It is ours to hand on, not a lost lease.
 _ALREADY_PAST_STEP = """
-    SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age
+    SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, 'owned' AS state
     FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
     WHERE (r.claimed_by = $3 AND (r.next_step > $5 OR (r.status = 'compensating' AND r.failed_step = $7)))
        OR (r.status = 'completed' AND $6)
@@ -46,34 +53,83 @@ _ALREADY_PAST_STEP = """
 def step_statement(step: Step) -> str:
     """A step's whole commit as ONE statement (one round trip, atomic without BEGIN/COMMIT).
 
-    $1-$7 fence and advance the runs; then one array per column of each table the step writes,
-    inserted only for the runs the fence let through and that did not fail.
+    $1-$8 fence and advance the runs and keep their outputs; then one array per column of each
+    table the step writes, inserted only for the runs the fence let through and that did not fail.
+    Each run comes back ``owned`` (written, or found written by an earlier attempt) or ``skipped``
+    (another transaction holds its row); a run not returned lost its lease.
     """
-    parts = [locked_leases("r.status = 'running' AND r.next_step = $5", ", $4::text[]"), f"advanced AS ({_ADVANCE})"]
+    parts = [
+        locked_leases(_STEP_FENCE, ", $4::text[], $8::text[]", ", failure, output", skip_locked=True),
+        f"advanced AS ({_ADVANCE})",
+        f"outputs AS ({_KEEP_OUTPUTS})",
+    ]
     param = _FENCE_PARAMS + 1
     for table in tables_of_step(step):
         insert = insert_statement(table.name, param, "SELECT id FROM advanced WHERE ok")
         parts.append(f"insert_{table.name} AS ({insert})")
         param += len(written_columns(table.name))
-    return f"WITH {', '.join(parts)} SELECT id, age FROM advanced UNION ALL {_ALREADY_PAST_STEP}"
+    return (
+        f"WITH {', '.join(parts)} SELECT id, age, 'owned' AS state FROM advanced "
+        f"UNION ALL {_ALREADY_PAST_STEP} "
+        f"UNION ALL SELECT id, 0::float8, 'skipped' FROM ({skipped_leases(_STEP_FENCE)}) AS s"
+    )
 
 
-_FINISH_COMPENSATION = f"""
-    WITH {locked_leases("r.status = 'compensating'")}
+_FINISH_COMPENSATION = """
     UPDATE workflow_runs r SET
         status = 'compensated', finished_at = now(), claimed_by = NULL, available_at = NULL,
-        updated_at = now()
+        compensation_error = NULL, updated_at = now()
     FROM locked l
     WHERE r.id = l.id
-    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, true AS fresh
+    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age
 """
 
 # As for steps: a retry may find the first attempt's commit done, under this very lease.
 _ALREADY_COMPENSATED = """
-    SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, false AS fresh
-    FROM workflow_runs r JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token)
-         ON h.id = r.id AND h.token = r.lease_token
+    SELECT 'run', r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8
+    FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
     WHERE r.status = 'compensated'
+"""
+_COMPENSATION_FENCE = "r.status = 'compensating'"
+_DOOMED = "ARRAY(SELECT id FROM finished)"
+
+
+@cache
+def compensation_statement(tables: frozenset[str]) -> str:
+    """A compensation of many runs as ONE statement: mark them compensated and delete all their rows.
+
+    The deletes come children first; PostgreSQL checks the foreign keys at the end of the
+    statement, when every row of the runs is gone. Rows come back as (kind, run id, value):
+    ``run`` with the run's age for each run finished (or found finished by an earlier attempt),
+    ``skipped`` for a run whose row another transaction holds, and one row per table with the
+    number of rows deleted from it.
+    """
+    parts = [
+        locked_leases(_COMPENSATION_FENCE, skip_locked=True),
+        f"finished AS ({_FINISH_COMPENSATION})",
+    ]
+    counts = []
+    for table in (*children_first(tables), "step_outputs"):
+        parts.append(f"delete_{table} AS ({delete_statement(table, _DOOMED)})")
+        counts.append(f"SELECT '{table}', NULL::uuid, count(*)::float8 FROM delete_{table}")
+    return (
+        f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value FROM finished "
+        f"UNION ALL {_ALREADY_COMPENSATED} "
+        f"UNION ALL SELECT 'skipped', id, 0::float8 FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
+        f"UNION ALL {' UNION ALL '.join(counts)}"
+    )
+
+
+# An undo that keeps failing: the run stays compensating, given back with the reason, to be
+# tried again (by any daemon) once ``available_at`` comes.
+_DEFER_COMPENSATION = f"""
+    WITH {locked_leases(_COMPENSATION_FENCE, ", $4::text[]", ", error")}
+    UPDATE workflow_runs r SET
+        compensation_error = h.error, claimed_by = NULL,
+        available_at = now() + make_interval(secs => $5), updated_at = now()
+    FROM locked l JOIN held h ON h.id = l.id
+    WHERE r.id = l.id
+    RETURNING r.id
 """
 
 
@@ -85,34 +141,41 @@ class StepStore:
         self._worker = worker
 
     async def commit_step(self, step: Step, writes: Sequence[StepWrite]) -> Committed:
-        """One statement: advance (or mark failed) every run still ours, insert the rows of those.
+        """One statement: advance (or mark failed) every run still ours, insert the rows and outputs of those.
 
         A run whose fence does not hold is left out, and none of its rows are written.
         """
         ids, tokens = lease_arrays([w.lease for w in writes])
         failures = [w.failure for w in writes]
+        outputs = [w.output for w in writes]
         by_table: dict[str, list[Row]] = defaultdict(list)
         for write in writes:
             if write.failure is None:
                 for table, rows in write.rows.items():
                     by_table[table].extend(rows)
         arrays = [array for t in tables_of_step(step) for array in column_arrays(t.name, by_table[t.name])]
+        params = (ids, tokens, self._worker, failures, step.index, step.is_last, step.value, outputs, *arrays)
         async with self._db.connection() as conn:
-            owned_rows = await conn.fetch(
-                step_statement(step), ids, tokens, self._worker, failures, step.index, step.is_last, step.value, *arrays
-            )
-        return Committed(owned={RunId(row["id"]): row["age"] for row in owned_rows})
+            rows = await conn.fetch(step_statement(step), *params)
+        return Committed(
+            owned={RunId(row["id"]): row["age"] for row in rows if row["state"] == "owned"},
+            skipped=frozenset(RunId(row["id"]) for row in rows if row["state"] == "skipped"),
+        )
 
     async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed:
-        """One transaction: mark the runs compensated and delete their rows, children first."""
+        """One statement: mark the runs compensated and delete their rows and outputs, children first."""
         ids, tokens = lease_arrays(leases)
-        async with self._db.transaction() as conn:
-            owned_rows = await conn.fetch(_FINISH_COMPENSATION, ids, tokens, self._worker)
-            owned_rows += await conn.fetch(_ALREADY_COMPENSATED, ids, tokens)
-            owned = {RunId(row["id"]): row["age"] for row in owned_rows}
-            deleted: dict[str, int] = {}
-            run_ids = [row["id"] for row in owned_rows if row["fresh"]]
-            if run_ids:
-                for table in children_first(tables):
-                    deleted[table] = await delete_runs(conn, table, run_ids)
-        return Committed(owned=owned, rows=deleted)
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(compensation_statement(tables), ids, tokens, self._worker)
+        return Committed(
+            owned={RunId(row["id"]): row["value"] for row in rows if row["kind"] == "run"},
+            rows={row["kind"]: int(row["value"]) for row in rows if row["id"] is None},
+            skipped=frozenset(RunId(row["id"]) for row in rows if row["kind"] == "skipped"),
+        )
+
+    async def defer_compensations(self, errors: Sequence[tuple[Lease, str]], retry_seconds: float) -> set[RunId]:
+        """Give back compensating runs with the reason they are held up; any daemon retries them later."""
+        ids, tokens = lease_arrays([lease for lease, _ in errors])
+        reasons = [reason for _, reason in errors]
+        rows = await self._db.fetch(_DEFER_COMPENSATION, ids, tokens, self._worker, reasons, retry_seconds)
+        return {RunId(row["id"]) for row in rows}

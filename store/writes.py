@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from functools import cache
 
-import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -64,18 +63,11 @@ def column_arrays(table_name: str, rows: Sequence[Row]) -> list[list[object]]:
     return arrays
 
 
-def _affected(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
+@cache
+def delete_statement(table_name: str, run_ids: str) -> str:
+    """``DELETE ... WHERE run_id = ANY(<run_ids>) RETURNING 1``: every row of those runs in one table.
 
-
-async def insert_rows(conn: asyncpg.Connection, table_name: str, rows: Sequence[Row]) -> int:
-    """Insert ``rows`` into the table in one statement; returns how many were new."""
-    if not rows:
-        return 0
-    return _affected(await conn.execute(insert_statement(table_name), *column_arrays(table_name, rows)))
-
-
-async def delete_runs(conn: asyncpg.Connection, table_name: str, run_ids: Sequence[object]) -> int:
-    """Hard-delete every row of these runs from one table; returns how many went."""
+    ``run_ids`` is an expression giving a uuid[] (a parameter, or a subquery of the statement).
+    """
     table = metadata.tables[table_name]
-    return _affected(await conn.execute(f"DELETE FROM {table.name} WHERE run_id = ANY($1::uuid[])", run_ids))
+    return f"DELETE FROM {table.name} WHERE run_id = ANY({run_ids}) RETURNING 1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -10,29 +11,35 @@ from typing import Any
 import anyio
 
 from sagad.actors.ports import FaultPoints
-from sagad.content import delivery, draft, normalize, qc, strategy
-from sagad.domain.runs import RunId, WorkerId
-from sagad.domain.steps import BUSINESS_TABLES
-from sagad.errors import StepFailed
+from sagad.content.pipeline import builtin_pipeline, walk
+from sagad.domain.rows import StepWrite
+from sagad.domain.runs import Lease, RunId, WorkerId
+from sagad.domain.steps import BUSINESS_TABLES, Step
 from sagad.metrics import Metrics
 from sagad.store.db import Database
 from sagad.supervisor import Settings, Supervisor
 
 TABLES = BUSINESS_TABLES
-GENERATORS = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
+BUILTIN = builtin_pipeline()
 
 
-def expected_rows(run_id: uuid.UUID, brief: Any) -> dict[str, int]:
+async def expected_rows(run_id: uuid.UUID, brief: Any) -> dict[str, int]:
     """Rows per table a completed run of ``brief`` holds, or all zero when the brief fails."""
     counts = dict.fromkeys(TABLES, 0)
-    try:
-        normalized = normalize.normalized(brief)
-        for generate in GENERATORS:
-            for table, rows in generate(run_id, normalized).items():
-                counts[table] += len(rows)
-    except StepFailed:
-        return dict.fromkeys(TABLES, 0)
+    walked = await walk(BUILTIN, run_id, brief)
+    if walked.failed_step is not None:
+        return counts
+    for result in walked.results:
+        for table, rows in result.rows.items():
+            counts[table] += len(rows)
     return counts
+
+
+async def step_write(lease: Lease, brief: Any, step: Step) -> StepWrite:
+    """What a daemon running the built-in pipeline commits for ``step`` of the run ``lease`` holds."""
+    walked = await walk(BUILTIN, lease.run_id, brief)
+    result = walked.results[step.index]
+    return StepWrite(lease, rows=result.rows, output=json.dumps(result.output))
 
 
 async def rows_of(db: Database, run_id: uuid.UUID) -> dict[str, int]:
@@ -85,7 +92,7 @@ async def expected_totals(db: Database) -> dict[str, int]:
     """Rows every table should hold: exactly the completed runs' rows, each once."""
     totals = dict.fromkeys(TABLES, 0)
     for row in await db.fetch("SELECT id, brief FROM workflow_runs WHERE status = 'completed'"):
-        for table, n in expected_rows(row["id"], row["brief"]).items():
+        for table, n in (await expected_rows(row["id"], row["brief"])).items():
             totals[table] += n
     return totals
 

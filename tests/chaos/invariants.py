@@ -58,7 +58,7 @@ class RowAccount:
 
 async def account_rows(db: Database) -> RowAccount:
     completed: dict[uuid.UUID, dict[str, int]] = {
-        row["id"]: expected_rows(row["id"], row["brief"])
+        row["id"]: await expected_rows(row["id"], row["brief"])
         for row in await db.fetch("SELECT id, brief FROM workflow_runs WHERE status = 'completed'")
     }
     lost = orphaned = duplicated = 0

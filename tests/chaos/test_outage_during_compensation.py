@@ -22,13 +22,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 DOWN_SECONDS = 3.0
 
-# Runs that failed after writing rows and are waiting for their compensation. The share lock the
-# test holds on them makes their compensation wait (its fence locks the run rows) until the server
-# goes down under it.
+# Runs that failed after writing rows and are waiting for their compensation. The lock the test
+# holds on their assets makes their compensation statement wait (it deletes those rows) until the
+# server goes down under it.
 _LOCK_COMPENSATING = """
-    SELECT id FROM workflow_runs
-    WHERE status = 'compensating' AND failed_step IN ('qc_evaluate', 'deliver')
-    FOR SHARE SKIP LOCKED
+    SELECT run_id AS id FROM production_bundle_assets
+    WHERE run_id IN (
+        SELECT id FROM workflow_runs WHERE status = 'compensating' AND failed_step IN ('qc_evaluate', 'deliver')
+    )
+    FOR UPDATE SKIP LOCKED
 """
 _STILL_COMPENSATING = "SELECT count(*) FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status = 'compensating'"
 _ROWS_OF_RUNS = "SELECT " + " + ".join(f"(SELECT count(*) FROM {t} WHERE run_id = ANY($1::uuid[]))" for t in TABLES)
@@ -40,12 +42,12 @@ _UNFINISHED = "SELECT count(*) FROM workflow_runs WHERE status NOT IN ('complete
 
 
 async def _lock_compensating_runs(conn: asyncpg.Connection) -> list[uuid.UUID]:
-    """Leave ``conn`` in a transaction holding share locks on runs waiting to be compensated; their ids."""
+    """Leave ``conn`` in a transaction holding locks on rows of runs waiting to be compensated; their ids."""
     with anyio.fail_after(30):
         while True:
             await conn.execute("BEGIN")
             if rows := await conn.fetch(_LOCK_COMPENSATING):
-                return [row["id"] for row in rows]
+                return list(dict.fromkeys(row["id"] for row in rows))
             await conn.execute("ROLLBACK")
             await anyio.sleep(0.002)
 
@@ -65,8 +67,8 @@ async def test_compensations_cut_short_by_a_database_outage_finish_when_it_retur
             try:
                 interrupted = await _lock_compensating_runs(locker)
                 rows_before = int(await locker.fetchval(_ROWS_OF_RUNS, interrupted))
-                # The daemon's compensation transaction of those runs (the statement that marks
-                # them 'compensated') has begun and waits on the test's lock.
+                # The daemon's compensation statement of those runs (which marks them 'compensated'
+                # and deletes their rows) has begun and waits on the test's lock.
                 await wait_count(db, _BLOCKED_ON_THE_TEST, 1, daemon.worker, "%'compensated'%", seconds=15)
                 await anyio.to_thread.run_sync(throwaway_server.stop)
             finally:

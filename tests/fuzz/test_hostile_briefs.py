@@ -19,11 +19,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sagad.content import delivery, draft, normalize, qc, strategy
 from sagad.content.brief import MAX_BRIEF_BYTES, Brief, parse_brief
+from sagad.content.pipeline import builtin_pipeline, walk
 from sagad.domain.runs import RunId
-from sagad.domain.steps import Step
-from sagad.errors import InvalidBrief, StepFailed
+from sagad.errors import InvalidBrief
 from sagad.metrics import ACTORS
 from sagad.store.audit import audit_database
 from sagad.store.db import Database
@@ -61,7 +60,7 @@ PROBLEMS = (
     "brief: ",  # an error of the whole object (pydantic's empty location)
 )
 OVER_SIZE = re.compile(rf"brief is \d+ bytes, over the {MAX_BRIEF_BYTES}-byte limit")
-GENERATORS = (normalize.rows, strategy.rows, draft.rows, qc.rows, delivery.rows)
+BUILTIN = builtin_pipeline()
 VALID_EXAMPLE = json.loads((Path(__file__).parents[2] / "examples" / "brief.json").read_text())
 
 
@@ -121,18 +120,12 @@ def judged(data: bytes) -> Brief | str:
 
 
 def failing_step(raw: Any) -> str | None:
-    """The step at which a stored brief fails, or None when it completes: the daemon must agree."""
-    try:
-        brief = normalize.normalized(raw)
-    except StepFailed:
-        return Step.NORMALIZE_BRIEF.value
-    run_id = uuid.uuid4()
-    for step, generate in zip(Step, GENERATORS, strict=True):
-        try:
-            generate(run_id, brief)
-        except StepFailed:
-            return step.value
-    return None
+    """The step at which a stored brief fails, or None when it completes: the daemon must agree.
+
+    A step that raised anything but StepFailed would crash the walk, and the test with it.
+    """
+    walked = anyio.run(walk, BUILTIN, uuid.uuid4(), raw)
+    return None if walked.failed_step is None else walked.failed_step.value
 
 
 def _report(capsys: pytest.CaptureFixture[str], what: str, counts: Counter[str]) -> None:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sagad.content.normalize import normalized
-from sagad.content.normalize import rows as normalize_rows
 from sagad.content.samples import Ending, sample_brief
-from sagad.content.strategy import rows as strategy_rows
-from sagad.domain.rows import StepWrite
 from sagad.domain.runs import Lease, LeaseToken, WorkerId
 from sagad.domain.steps import Step
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
-from tests.helpers import TABLES, rows_of, running_daemon, wait_terminal
+from tests.helpers import TABLES, rows_of, running_daemon, step_write, wait_terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -40,14 +36,15 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_commit_a_step(db: Data
     run_id, _ = await runs.submit(sample_brief(Ending.COMPLETED, 2))
     [stale] = await runs.claim(FIRST, 1, 60)
     first_step = StepStore(db, FIRST)
-    brief = normalized(stale.brief)
-    await first_step.commit_step(Step.NORMALIZE_BRIEF, [StepWrite(stale.lease, rows=normalize_rows(run_id, brief))])
+    await first_step.commit_step(
+        Step.NORMALIZE_BRIEF, [await step_write(stale.lease, stale.brief, Step.NORMALIZE_BRIEF)]
+    )
     await _expire(db)
     [fresh] = await runs.claim(SECOND, 1, 60)
     before = await rows_of(db, run_id)
 
     committed = await first_step.commit_step(
-        Step.GENERATE_STRATEGY, [StepWrite(stale.lease, rows=strategy_rows(run_id, brief))]
+        Step.GENERATE_STRATEGY, [await step_write(stale.lease, stale.brief, Step.GENERATE_STRATEGY)]
     )
 
     assert committed.owned == {}
@@ -77,10 +74,7 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_compensate(db: Databas
     )
     [stale] = await runs.claim(FIRST, 1, 60)
     steps = StepStore(db, FIRST)
-    brief = normalized(stale.brief)
-    await steps.commit_step(
-        Step.NORMALIZE_BRIEF, [StepWrite(stale.lease, rows=normalize_rows(run_id, brief), failure=None)]
-    )
+    await steps.commit_step(Step.NORMALIZE_BRIEF, [await step_write(stale.lease, stale.brief, Step.NORMALIZE_BRIEF)])
     await db.fetch(
         "UPDATE workflow_runs SET status = 'compensating', failed_step = 'generate_strategy', last_error = 'x'"
         " WHERE id = $1",

@@ -7,15 +7,22 @@ from collections.abc import Sequence
 import anyio
 import pytest
 
-from sagad.content.normalize import normalized
-from sagad.content.normalize import rows as normalize_rows
 from sagad.content.samples import Ending, sample_brief
-from sagad.domain.runs import Lease, RunId
+from sagad.domain.runs import Lease, LeaseToken, RunId
 from sagad.domain.steps import Step
 from sagad.store.db import Database
 from sagad.store.runs import SUBMITTED_CHANNEL, RunStore
-from sagad.store.writes import insert_rows
-from tests.helpers import TABLES, expected_rows, expected_totals, rows_of, rows_per_table, running_daemon, wait_terminal
+from sagad.store.writes import column_arrays, insert_statement
+from tests.helpers import (
+    TABLES,
+    expected_rows,
+    expected_totals,
+    rows_of,
+    rows_per_table,
+    running_daemon,
+    step_write,
+    wait_terminal,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -49,21 +56,24 @@ async def test_a_crash_between_commit_and_hand_off_duplicates_nothing(db: Databa
     faults = CrashAfterCommit(Step.GENERATE_DRAFT)
     async with running_daemon(db, faults=faults) as daemon:
         statuses = await wait_terminal(db, ids)
-        restarts = daemon.metrics.actor_restarts.labels("generate_draft")._value.get()
+        restarts = daemon.metrics.registry.get_sample_value("sagad_actor_restarts_total", {"actor": "generate_draft"})
     assert faults.crashed_with, "the fault point never fired"
     assert restarts == 1
     assert set(statuses.values()) == {"completed"}
     for run_id, brief in zip(ids, briefs, strict=True):
-        assert await rows_of(db, run_id) == expected_rows(run_id, brief)
+        assert await rows_of(db, run_id) == await expected_rows(run_id, brief)
 
 
 async def test_a_step_written_twice_adds_no_rows(db: Database, runs: RunStore) -> None:
     run_id, _ = await runs.submit(sample_brief(Ending.COMPLETED, 1))
-    rows = normalize_rows(run_id, normalized(sample_brief(Ending.COMPLETED, 1)))
+    write = await step_write(Lease(run_id, LeaseToken(1)), sample_brief(Ending.COMPLETED, 1), Step.NORMALIZE_BRIEF)
     for attempt in range(2):
+        written = {}
         async with db.transaction() as conn:
-            written = {table: await insert_rows(conn, table, table_rows) for table, table_rows in rows.items()}
-        expected = {table: len(table_rows) for table, table_rows in rows.items()} if attempt == 0 else {}
+            for table, table_rows in write.rows.items():
+                status = await conn.execute(insert_statement(table), *column_arrays(table, table_rows))
+                written[table] = int(status.rsplit(" ", 1)[-1])
+        expected = {table: len(table_rows) for table, table_rows in write.rows.items()} if attempt == 0 else {}
         assert {t: n for t, n in written.items() if n} == expected
 
 
@@ -142,7 +152,7 @@ async def test_connections_killed_mid_load_lose_nothing(database_url: str, db: D
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             statuses = await wait_terminal(db, outcomes, seconds=60)
-            errors = daemon.metrics.db_errors.labels("transient")._value.get()
+            errors = daemon.metrics.registry.get_sample_value("sagad_db_errors_total", {"kind": "transient"}) or 0
     finally:
         await daemon_db.close()
     assert errors > 0, "no connection was cut while the daemon worked"

@@ -38,16 +38,20 @@ TABLES = (
 # The label values of the DESIGN.md contract; `outcome` means one thing on steps and another on runs.
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "step": STEPS,
-    "table": TABLES,
+    "table": (*TABLES, "step_outputs"),
     "actor": (*STEPS, "compensator"),
     "direction": ("forward", "backward"),
     "result": ("renewed", "lost"),
-    "stage": ("step", "compensation"),
+    "stage": ("call", "step", "compensation"),
     "kind": ("transient", "permanent"),
     "status": ("pending", "running", "compensating", "completed", "compensated"),
+    "reason": ("transient", "timeout", "error", "database", "locked"),
+    "found_by": ("renewal", "call", "step", "compensation", "undo"),
 }
 OUTCOMES = {
     "sagad_step_duration_seconds": ("ok", "failed", "retried"),
+    "sagad_step_call_duration_seconds": ("ok", "failed", "retried"),
+    "sagad_undo": ("ok", "retried", "failed"),
     "sagad_run_duration_seconds": ("completed", "compensated"),
     "sagad_runs": ("completed", "compensated"),
 }

@@ -35,18 +35,26 @@ from tests.security.cli import REPO, sagad
 
 STORE = REPO / "store"
 SENDS_SQL = frozenset({"execute", "executemany", "fetch", "fetchrow", "fetchval"})
-BUILDERS = frozenset({"insert_statement", "step_statement"})
+BUILDERS = frozenset({"insert_statement", "step_statement", "compensation_statement", "delete_statement"})
 """Functions in store/ that return a whole statement: their f-strings are checked below."""
-FRAGMENTS = frozenset({"locked_leases", "_checks"})
+FRAGMENTS = frozenset({"locked_leases", "skipped_leases", "_checks"})
 """Functions in store/ that return pieces of statements: their f-strings are checked below too."""
 PASS_THROUGH = frozenset({("db.py", "fetch", "query")})
 """(module, function, parameter): a wrapper handing its caller's SQL on; its callers are checked."""
-LITERAL_ONLY_PARAMETERS = {"locked_leases": ("where", "extra_columns"), "insert_statement": ("runs_from",)}
+LITERAL_ONLY_PARAMETERS = {
+    "locked_leases": ("where", "extra_columns", "extra_aliases"),
+    "skipped_leases": ("where",),
+    "insert_statement": ("runs_from",),
+    "delete_statement": ("run_ids",),
+}
 SPLICING: dict[str, Callable[..., str]] = {
     "locked_leases": fence.locked_leases,
+    "skipped_leases": fence.skipped_leases,
     "insert_statement": writes.insert_statement,
+    "delete_statement": writes.delete_statement,
 }
-"""Parameters spliced into SQL text: every call in store/ must pass a string literal (or nothing) for them."""
+"""Parameters spliced into SQL text: every call in store/ must pass a string literal (or a module constant
+holding one, or nothing) for them."""
 
 SAFE_INTERPOLATIONS = {
     ("_checks", "table"): "a table name of the domain (BUSINESS_TABLES), each declared in store.schema",
@@ -55,7 +63,7 @@ SAFE_INTERPOLATIONS = {
     ("audit_database", "query"): "a statement built by _checks(), whose f-strings are checked here",
     ("audit_database", "_EXAMPLES"): "an int constant",
     ("locked_leases", "extra_columns"): "a literal at every call (checked below)",
-    ("locked_leases", "extra_alias"): "one of two literals",
+    ("locked_leases", "extra_aliases"): "a literal at every call (checked below)",
     ("locked_leases", "where"): "a literal at every call (checked below)",
     ("locked_leases", "' SKIP LOCKED' if skip_locked else ''"): "one of two literals",
     (
@@ -63,6 +71,18 @@ SAFE_INTERPOLATIONS = {
         "locked_leases(\"r.status IN ('running', 'compensating')\", skip_locked=True)",
     ): "locked_leases(literals)",
     ("step_statement", "_ALREADY_PAST_STEP"): "a module constant without interpolation",
+    ("step_statement", "_KEEP_OUTPUTS"): "a module constant without interpolation",
+    ("step_statement", "skipped_leases(_STEP_FENCE)"): "skipped_leases(a literal constant)",
+    ("skipped_leases", "where"): "a literal at every call (checked below)",
+    ("compensation_statement", "_FINISH_COMPENSATION"): "a module constant without interpolation",
+    ("compensation_statement", "_ALREADY_COMPENSATED"): "a module constant without interpolation",
+    ("compensation_statement", "skipped_leases(_COMPENSATION_FENCE)"): "skipped_leases(a literal constant)",
+    ("compensation_statement", "', '.join(parts)"): "locked_leases(literals), constants and delete_statement() outputs",
+    ("compensation_statement", "' UNION ALL '.join(counts)"): "counts of the delete CTEs, named from the schema",
+    ("compensation_statement", "table"): "a table of the schema (children_first and step_outputs)",
+    ("compensation_statement", "delete_statement(table, _DOOMED)"): "delete_statement(a schema table, a constant)",
+    ("delete_statement", "table.name"): "metadata.tables[table_name]: KeyError for any name not in the schema",
+    ("delete_statement", "run_ids"): "a literal at every call (checked below)",
     ("step_statement", "', '.join(parts)"): "locked_leases(literals), _ADVANCE and insert_statement() outputs",
     ("step_statement", "_ADVANCE"): "a module constant without interpolation",
     ("step_statement", "table.name"): "a Table of store.schema (tables_of_step)",
@@ -76,12 +96,18 @@ SAFE_INTERPOLATIONS = {
     ("insert_statement", "name"): "a column name of the table",
     ("insert_statement", "where"): "a clause around runs_from",
     ("insert_statement", "runs_from"): "a literal at every call (checked below)",
-    ("delete_runs", "table.name"): "metadata.tables[table_name]: KeyError for any name not in the schema",
 }
 """(function, expression): every value store/ splices into SQL text, and why it cannot come from outside."""
 
-ALLOWED_SQL_LITERALS = {*STATUS_NAMES, *STEP_NAMES, "", " (", ")", " held by ", " since ", "alembic_version"}
-"""The only quoted literals allowed in SQL text: statuses, steps and fixed punctuation of audit reports."""
+ALLOWED_SQL_LITERALS = {
+    *STATUS_NAMES,
+    *STEP_NAMES,
+    *metadata.tables,
+    *("owned", "skipped", "run"),
+    *("", " (", ")", " held by ", " since ", "alembic_version"),
+}
+"""The only quoted literals allowed in SQL text: statuses, steps, tables, the kinds of rows a commit returns,
+and fixed punctuation of audit reports."""
 
 
 @dataclass(frozen=True)
@@ -180,14 +206,22 @@ def _sql_fstrings(modules: list[Module]) -> Iterator[tuple[Module, str, ast.Join
                         yield module, function.name, node
 
 
-def _literal_fragment_call(node: ast.expr) -> bool:
+def _fixed(node: ast.expr, module: Module) -> bool:
+    """A string literal, or the name of a module constant holding one."""
+    if isinstance(node, ast.Name):
+        constant = module.constants.get(node.id)
+        return constant is not None and _is_text(constant)
+    return _is_text(node)
+
+
+def _literal_fragment_call(node: ast.expr, module: Module) -> bool:
     """``locked_leases("...")``: a fragment built from literals only."""
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
-        and node.func.id == "locked_leases"
-        and all(_is_text(arg) for arg in node.args)
-        and all(_is_text(keyword.value) for keyword in node.keywords)
+        and node.func.id in ("locked_leases", "skipped_leases")
+        and all(_fixed(arg, module) for arg in node.args)
+        and all(_fixed(keyword.value, module) for keyword in node.keywords)
     )
 
 
@@ -201,7 +235,7 @@ def unexplained_interpolations(modules: list[Module]) -> tuple[int, list[str]]:
                 continue
             checked += 1
             source = ast.unparse(part.value)
-            if (scope, source) not in SAFE_INTERPOLATIONS and not _literal_fragment_call(part.value):
+            if (scope, source) not in SAFE_INTERPOLATIONS and not _literal_fragment_call(part.value, module):
                 unexplained.append(f"{_where(module, fstring)}\n    {scope}() interpolates {source}")
     return checked, unexplained
 
@@ -251,10 +285,10 @@ def test_parameters_spliced_into_sql_text_get_literals_at_every_call() -> None:
             spliced = LITERAL_ONLY_PARAMETERS[name]
             positions = list(inspect.signature(SPLICING[name]).parameters)
             for index, arg in enumerate(call.args):
-                if positions[index] in spliced and not _is_text(arg):
+                if positions[index] in spliced and not _fixed(arg, module):
                     offending.append(_where(module, call))
             for keyword in call.keywords:
-                if keyword.arg in spliced and not _is_text(keyword.value):
+                if keyword.arg in spliced and not _fixed(keyword.value, module):
                     offending.append(_where(module, call))
     assert offending == []
 
@@ -282,6 +316,7 @@ def _statements() -> dict[str, str]:
         texts[f"insert into {table.name}"] = writes.insert_statement(table.name)
     for step in Step:
         texts[f"commit of {step}"] = steps.step_statement(step)
+        texts[f"compensation up to {step}"] = steps.compensation_statement(frozenset(step.tables))
     for invariant, query in audit._checks():
         texts[f"audit: {invariant}"] = query
     for module, _, call in _sql_call_sites(_store_modules()):  # literal statements at the call sites
@@ -310,9 +345,8 @@ def test_statements_are_built_only_for_tables_and_steps_of_the_schema() -> None:
 
 @pytest.mark.anyio
 async def test_deletes_and_step_commits_refuse_names_outside_the_schema(db: Database) -> None:
-    async with db.connection() as conn:
-        with pytest.raises(KeyError):
-            await writes.delete_runs(conn, "onboarding_brief WHERE true; DROP TABLE workflow_runs; --", [])
+    with pytest.raises(KeyError):
+        writes.delete_statement("onboarding_brief WHERE true; DROP TABLE workflow_runs; --", "$1::uuid[]")
     hostile = cast(Step, "normalize_brief'; DROP TABLE workflow_runs; --")
     with pytest.raises(AttributeError):  # a step is a Step, never a name spliced into SQL
         await StepStore(db, WorkerId("w")).commit_step(hostile, [])
@@ -416,5 +450,6 @@ async def test_sql_injection_payloads_in_every_field_are_stored_verbatim_and_cha
     assert after["relations"] == before["relations"]
     assert after["roles"] == before["roles"]
     grown = {table: after["rows"][table] - before["rows"][table] for table in metadata.tables}
-    assert grown == {"workflow_runs": 2, **expected_rows(run_ids[0], completing)}
+    # The completed run keeps an output per step; the compensated one keeps nothing.
+    assert grown == {"workflow_runs": 2, "step_outputs": len(Step), **await expected_rows(run_ids[0], completing)}
     assert await rows_of(db, run_ids[1]) == dict.fromkeys(TABLES, 0)

@@ -1,36 +1,31 @@
-"""The content generators: deterministic rows keyed by the run, and the business failures they decide."""
+"""The built-in steps: deterministic rows keyed by the run, each step fed by the one before, and the
+business failures they decide."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import ForeignKeyConstraint
 
 from sagad.content import delivery, draft, normalize, qc, strategy
-from sagad.content.brief import Brief
+from sagad.content.brief import BriefData
+from sagad.content.pipeline import builtin_pipeline, walk
 from sagad.content.samples import Ending, sample_brief
-from sagad.domain.rows import Row
+from sagad.domain.rows import Row, row_key
 from sagad.domain.steps import BUSINESS_TABLES, Step
 from sagad.errors import StepFailed
-from sagad.store.schema import metadata, tables_of_step
+from sagad.store.schema import metadata
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN = uuid.UUID("6f1c0d6e-2f0a-4c55-9a38-6a0d6c1e8b01")
 OTHER_RUN = uuid.UUID("0b7e54a1-90d4-4f0e-8f3e-2b0c6d4a7c12")
+BUILTIN = builtin_pipeline()
 
-Generator = Callable[[uuid.UUID, Brief], dict[str, list[Row]]]
-GENERATORS: dict[Step, Generator] = {
-    Step.NORMALIZE_BRIEF: normalize.rows,
-    Step.GENERATE_STRATEGY: strategy.rows,
-    Step.GENERATE_DRAFT: draft.rows,
-    Step.QC_EVALUATE: qc.rows,
-    Step.DELIVER: delivery.rows,
-}
+pytestmark = pytest.mark.anyio
 
 
 def example(name: str = "brief.json", **changes: Any) -> dict[str, Any]:
@@ -39,12 +34,18 @@ def example(name: str = "brief.json", **changes: Any) -> dict[str, Any]:
     return brief
 
 
-def all_rows(run_id: uuid.UUID, raw: Any) -> dict[str, list[Row]]:
+def data(raw: Any) -> BriefData:
+    """The normalized brief, as later steps get it."""
+    return cast(BriefData, normalize.normalized(raw).model_dump())
+
+
+async def all_rows(run_id: uuid.UUID, raw: Any) -> dict[str, list[Row]]:
     """Every row a completed run of ``raw`` writes, per table."""
-    brief = normalize.normalized(raw)
+    walked = await walk(BUILTIN, run_id, raw)
+    assert walked.failed_step is None, walked.reason
     rows: dict[str, list[Row]] = {}
-    for step in Step:
-        for table, table_rows in GENERATORS[step](run_id, brief).items():
+    for result in walked.results:
+        for table, table_rows in result.rows.items():
             rows.setdefault(table, []).extend(table_rows)
     return rows
 
@@ -53,30 +54,15 @@ def keys(rows: dict[str, list[Row]], table: str) -> set[tuple[uuid.UUID, uuid.UU
     return {(row["run_id"], row["id"]) for row in rows[table]}
 
 
-def step_that_fails(raw: Any) -> Step | None:
-    """The first step that raises StepFailed for ``raw``, or None when every step passes."""
-    try:
-        brief = normalize.normalized(raw)
-        normalize.rows(RUN, brief)
-    except StepFailed:
-        return Step.NORMALIZE_BRIEF
-    for step in tuple(Step)[1:]:
-        try:
-            GENERATORS[step](RUN, brief)
-        except StepFailed:
-            return step
-    return None
+async def test_every_step_writes_exactly_its_tables() -> None:
+    walked = await walk(BUILTIN, RUN, example())
+    assert walked.failed_step is None
+    for step, result in zip(Step, walked.results, strict=True):
+        assert set(result.rows) == set(step.tables), step
 
 
-def test_every_step_has_a_generator_writing_exactly_its_tables() -> None:
-    brief = normalize.normalized(example())
-    for step in Step:
-        written = set(GENERATORS[step](RUN, brief))
-        assert written == {t.name for t in tables_of_step(step)}, step
-
-
-def test_generated_rows_carry_only_columns_of_their_table_and_every_required_one() -> None:
-    for table, rows in all_rows(RUN, example()).items():
+async def test_generated_rows_carry_only_columns_of_their_table_and_every_required_one() -> None:
+    for table, rows in (await all_rows(RUN, example())).items():
         columns = metadata.tables[table].columns
         required = {c.name for c in columns if not c.nullable and c.server_default is None}
         for row in rows:
@@ -85,52 +71,61 @@ def test_generated_rows_carry_only_columns_of_their_table_and_every_required_one
 
 
 @pytest.mark.parametrize("name", ["brief.json", "brief_qc_fail.json", "brief_delivery_fail.json"])
-def test_generators_are_deterministic_for_the_same_run_and_brief(name: str) -> None:
-    brief = example(name)
-    for step in Step:
-        try:
-            first = GENERATORS[step](RUN, normalize.normalized(brief))
-        except StepFailed as failure:
-            with pytest.raises(StepFailed) as again:
-                GENERATORS[step](RUN, normalize.normalized(brief))
-            assert str(again.value) == str(failure)
-            break
-        assert GENERATORS[step](RUN, normalize.normalized(brief)) == first
+async def test_steps_are_deterministic_for_the_same_run_and_brief(name: str) -> None:
+    assert await walk(BUILTIN, RUN, example(name)) == await walk(BUILTIN, RUN, example(name))
 
 
-def test_every_key_differs_between_runs_of_the_same_brief() -> None:
-    first, second = all_rows(RUN, example()), all_rows(OTHER_RUN, example())
+async def test_each_step_follows_the_output_of_the_step_before() -> None:
+    walked = await walk(BUILTIN, RUN, example())
+    normalized, planned, written, verdict, receipt = (result.output for result in walked.results)
+    assert planned == strategy.plan(normalized)
+    assert written == draft.write(normalized, planned)
+    assert written["body"].startswith(planned["positioning"])
+    assert verdict == qc.evaluate(written)
+    assert receipt == {"package_id": str(row_key(RUN, "package")), "delivered_to": None}
+    assert [row["content"] for row in walked.results[2].rows["production_bundle_assets"]] == [
+        asset["content"] for asset in written["assets"]
+    ]
+
+
+async def test_outputs_survive_json_as_a_resumed_run_reads_them() -> None:
+    walked = await walk(BUILTIN, RUN, example())
+    for result in walked.results:
+        assert json.loads(json.dumps(result.output)) == result.output
+
+
+async def test_every_key_differs_between_runs_of_the_same_brief() -> None:
+    first, second = await all_rows(RUN, example()), await all_rows(OTHER_RUN, example())
     ids = {row["id"] for rows in first.values() for row in rows}
     other_ids = {row["id"] for rows in second.values() for row in rows}
     assert len(ids) == sum(len(rows) for rows in first.values()), "keys repeat within a run"
     assert not ids & other_ids
 
 
-def test_every_row_belongs_to_the_run() -> None:
-    for table, rows in all_rows(RUN, example()).items():
+async def test_every_row_belongs_to_the_run() -> None:
+    for table, rows in (await all_rows(RUN, example())).items():
         assert rows, table
         assert {row["run_id"] for row in rows} == {RUN}, table
 
 
-def test_every_foreign_key_points_at_a_row_generated_for_the_same_run() -> None:
-    rows = all_rows(RUN, example())
+async def test_every_foreign_key_points_at_a_row_generated_for_the_same_run() -> None:
+    rows = await all_rows(RUN, example())
     checked = 0
-    for table in map(metadata.tables.get, BUSINESS_TABLES):
-        assert table is not None
-        for constraint in table.constraints:
+    for name in BUSINESS_TABLES:
+        for constraint in metadata.tables[name].constraints:
             if not isinstance(constraint, ForeignKeyConstraint) or constraint.referred_table.name == "workflow_runs":
                 continue
             run_column, parent_column = constraint.column_keys
             assert run_column == "run_id"
             parents = keys(rows, constraint.referred_table.name)
-            for row in rows[table.name]:
-                assert (row["run_id"], row[parent_column]) in parents, (table.name, parent_column)
+            for row in rows[name]:
+                assert (row["run_id"], row[parent_column]) in parents, (name, parent_column)
                 checked += 1
     assert checked > 0
 
 
-def test_assets_hang_off_bundles_and_artifacts_off_assets() -> None:
-    rows = all_rows(RUN, example())
+async def test_assets_hang_off_bundles_and_artifacts_off_assets() -> None:
+    rows = await all_rows(RUN, example())
     bundle_ids = {row["id"] for row in rows["production_bundles"]}
     asset_ids = {row["id"] for row in rows["production_bundle_assets"]}
     assert {row["bundle_id"] for row in rows["production_bundle_assets"]} == bundle_ids
@@ -186,10 +181,14 @@ def test_blank_text_fields_fail_normalize(field: str) -> None:
     assert f"field '{field}'" in str(failure.value)
 
 
-def test_brief_with_a_banned_claim_fails_qc_with_score_threshold_and_claim() -> None:
-    brief = normalize.normalized(example(key_message="A risk-free trial on every trail"))
+def _draft_of(raw: Any) -> draft.Draft:
+    brief = data(raw)
+    return draft.write(brief, strategy.plan(brief))
+
+
+def test_a_draft_with_a_banned_claim_fails_qc_with_score_threshold_and_claim() -> None:
     with pytest.raises(StepFailed) as failure:
-        qc.rows(RUN, brief)
+        qc.evaluate(_draft_of(example(key_message="A risk-free trial on every trail")))
     message = str(failure.value)
     assert "0.57" in message  # 1 - 0.4 for the claim - 0.01 for each of the 3 channel notes
     assert f"{qc.THRESHOLD:.2f}" in message
@@ -197,23 +196,37 @@ def test_brief_with_a_banned_claim_fails_qc_with_score_threshold_and_claim() -> 
 
 
 def test_qc_failure_names_every_banned_claim() -> None:
-    brief = normalize.normalized(example("brief_qc_fail.json"))
     with pytest.raises(StepFailed) as failure:
-        qc.rows(RUN, brief)
+        qc.evaluate(_draft_of(example("brief_qc_fail.json")))
     for claim in ("'guaranteed'", "'cure'", "'miracle'"):
         assert claim in str(failure.value)
 
 
-def test_clean_brief_passes_qc_and_still_writes_its_issues() -> None:
-    brief = normalize.normalized(example(key_message="Secure footing for curious runners"))
-    rows = qc.rows(RUN, brief)
+def test_qc_reads_the_draft_not_the_brief() -> None:
+    clean = _draft_of(example())
+    tainted = {**clean, "assets": [*clean["assets"], {"channel": "blog", "kind": "extra", "content": "a miracle"}]}
+    qc.evaluate(clean)
+    with pytest.raises(StepFailed, match="'miracle'"):
+        qc.evaluate(cast(draft.Draft, tainted))
+
+
+def test_clean_draft_passes_qc_and_still_writes_its_issues() -> None:
+    brief = example(key_message="Secure footing for curious runners")
+    verdict = qc.evaluate(_draft_of(brief))
+    rows = qc.rows(RUN, verdict)
     [result] = rows["qc_results"]
     assert result["passed"] is True
     assert result["score"] == 0.97
     assert result["score"] >= qc.THRESHOLD
-    assert len(rows["qc_issues"]) == len(brief.channels)
+    assert len(rows["qc_issues"]) == len(brief["channels"])
     assert {issue["severity"] for issue in rows["qc_issues"]} == {"info"}
     assert {issue["qc_result_id"] for issue in rows["qc_issues"]} == {result["id"]}
+
+
+def _package(raw: Any) -> dict[str, Any]:
+    brief = data(raw)
+    written = draft.write(brief, strategy.plan(brief))
+    return delivery.package(RUN, brief, written, qc.evaluate(written))
 
 
 @pytest.mark.parametrize(
@@ -232,7 +245,7 @@ def test_delivery_over_the_target_limit_fails_naming_target_and_limit(
     limit = delivery.WORD_LIMITS[target]
     assert words > limit
     with pytest.raises(StepFailed) as failure:
-        delivery.rows(RUN, normalize.normalized(raw))
+        _package(raw)
     message = str(failure.value)
     assert f"'{target}'" in message
     assert str(limit) in message
@@ -250,7 +263,7 @@ def test_delivery_over_the_target_limit_fails_naming_target_and_limit(
 def test_delivery_of_exactly_the_target_limit_passes(target: str, channels: list[str], word_limit: int) -> None:
     raw = example(channels=channels, word_limit=word_limit, delivery={"target": target, "destination": "x"})
     assert word_limit * len(channels) == delivery.WORD_LIMITS[target]
-    rows = delivery.rows(RUN, normalize.normalized(raw))
+    rows = delivery.rows(RUN, _package(raw))
     [package] = rows["delivery_packages"]
     assert package["total_words"] == delivery.WORD_LIMITS[target]
     assert len(rows["delivery_artifacts"]) == len(channels) * len(draft.ASSET_KINDS)
@@ -258,8 +271,26 @@ def test_delivery_of_exactly_the_target_limit_passes(target: str, channels: list
 
 def test_duplicate_channels_count_once_towards_the_delivery_limit() -> None:
     raw = example(channels=["email", "Email"], word_limit=1000, delivery={"target": "email", "destination": "x"})
-    [package] = delivery.rows(RUN, normalize.normalized(raw))["delivery_packages"]
+    [package] = delivery.rows(RUN, _package(raw))["delivery_packages"]
     assert package["total_words"] == 1000
+
+
+async def test_an_http_destination_outside_the_allowed_hosts_fails_delivery_without_a_request() -> None:
+    raw = example(delivery={"target": "cms", "destination": "http://127.0.0.1:9/packages"})
+    walked = await walk(BUILTIN, RUN, raw)
+    assert walked.failed_step is Step.DELIVER
+    assert walked.reason is not None
+    assert "delivery to 127.0.0.1:9 is not allowed" in walked.reason
+
+
+def test_the_idempotency_key_is_the_runs_package_and_differs_between_runs() -> None:
+    assert delivery.idempotency_key(RUN) == delivery.idempotency_key(RUN)
+    assert delivery.idempotency_key(RUN) != delivery.idempotency_key(OTHER_RUN)
+    assert _package(example())["package_id"] in delivery.idempotency_key(RUN)
+
+
+async def _failing_step(raw: Any) -> Step | None:
+    return (await walk(BUILTIN, uuid.uuid4(), raw)).failed_step
 
 
 @pytest.mark.parametrize(
@@ -270,18 +301,18 @@ def test_duplicate_channels_count_once_towards_the_delivery_limit() -> None:
         ("brief_delivery_fail.json", "deliver"),
     ],
 )
-def test_example_briefs_end_as_documented(name: str, failed_step: str | None) -> None:
-    assert step_that_fails(example(name)) == (None if failed_step is None else Step(failed_step))
+async def test_example_briefs_end_as_documented(name: str, failed_step: str | None) -> None:
+    assert await _failing_step(example(name)) == (None if failed_step is None else Step(failed_step))
 
 
-@pytest.mark.parametrize("outcome", list(Ending), ids=lambda outcome: outcome.value)
-def test_sample_briefs_end_as_their_outcome_for_every_seed(outcome: Ending) -> None:
-    wrong = {
-        seed: step
-        for seed in range(500)
-        if (step := step_that_fails(sample_brief(outcome, seed))) != outcome.failed_step
-    }
-    assert not wrong, f"seeds ending elsewhere than {outcome.failed_step}: {wrong}"
+@pytest.mark.parametrize("ending", list(Ending), ids=lambda ending: ending.value)
+async def test_sample_briefs_end_as_built_for_every_seed(ending: Ending) -> None:
+    wrong = {}
+    for seed in range(500):
+        step = await _failing_step(sample_brief(ending, seed))
+        if step != ending.failed_step:
+            wrong[seed] = step
+    assert not wrong, f"seeds ending elsewhere than {ending.failed_step}: {wrong}"
 
 
 def test_sample_briefs_are_deterministic_per_seed_and_vary_across_seeds() -> None:
