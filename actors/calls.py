@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import StepWork
@@ -29,6 +31,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 REASON_LIMIT = 2000
+_FIRST_STEP = Step.NORMALIZE_BRIEF  # naming an Enum member is a descriptor lookup: once, here
 
 
 def bounded(reason: str, limit: int = REASON_LIMIT) -> str:
@@ -122,7 +125,7 @@ class StepCaller:
     async def call(self, work: StepWork) -> Called:
         """Call the step for ``work``'s run until it succeeds, fails for good, or the lease is lost."""
         brief = work.brief
-        if Step.NORMALIZE_BRIEF not in work.outputs and isinstance(brief, str):
+        if _FIRST_STEP not in work.outputs and isinstance(brief, str):
             try:  # the brief as stored: a run whose brief Python cannot read fails alone
                 brief = json.loads(brief)
             except (ValueError, RecursionError) as error:
@@ -144,7 +147,8 @@ class StepCaller:
         spec = self._spec
 
         async def attempt(n: int) -> tuple[StepResult, str]:
-            deadline = anyio.current_time() + spec.timeout_seconds
+            # An instant call is never interrupted: no deadline to tell it (and no clock to read).
+            deadline = math.inf if spec.instant else anyio.current_time() + spec.timeout_seconds
             result = await spec.call(StepContext(work.lease.run_id, brief, work.outputs, deadline, n))
             return result, _encoded(result, spec)
 
@@ -171,10 +175,10 @@ def _encoded(result: object, spec: StepSpec) -> str:
     """The result's output as JSON, once the result is checked: a StepResult writing only the step's tables."""
     if not isinstance(result, StepResult):
         raise TypeError(f"step {spec.step.value} returned {type(result).__name__}, not a StepResult")
-    foreign = set(result.rows) - set(spec.tables)
+    foreign = result.rows.keys() - spec.tables
     if foreign:
         raise TypeError(f"step {spec.step.value} returned rows for {sorted(foreign)}, which it does not own")
     try:
-        return json.dumps(result.output)
-    except (TypeError, ValueError) as error:
+        return orjson.dumps(result.output).decode()
+    except orjson.JSONEncodeError as error:
         raise TypeError(f"step {spec.step.value} returned an output that is not JSON: {error}") from None

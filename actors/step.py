@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.batching import take_waiting
 from sagad.actors.calls import LOST, Called, StepCaller, bounded
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
@@ -60,12 +61,17 @@ class StepActor:
         self._faults = faults
         self._batch_limit = batch_limit
         self._caller = StepCaller(spec, ledger, metrics)
+        self._normalizes = spec.step is Step.NORMALIZE_BRIEF
+        """Its output is the normalized brief, which later steps get as their brief."""
         self._in_flight = metrics.calls_in_flight.labels(spec.step.value)
         self._holding: dict[RunId, StepWork] = {}
         """Runs taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
         self._finished: list[Finished] = []
         self._finished_more = anyio.Event()
-        self._room = anyio.Semaphore(spec.concurrency)
+        self._busy = 0
+        """Runs started (called, or waiting to be committed and handed on): at most the spec's concurrency."""
+        self._room = anyio.Event()
+        self._waiting_for_room = False
         self._closed = False
 
     def abandon(self) -> list[Lease]:
@@ -82,19 +88,28 @@ class StepActor:
         failures: MemoryObjectSendStream[Compensation],
     ) -> None:
         """Call the step for every run that arrives; a committer hands the finished ones on."""
-        self._room = anyio.Semaphore(self.spec.concurrency)
+        self._busy = 0
         self._closed = False
         async with anyio.create_task_group() as calls:
             calls.start_soon(self._commit_finished, forward, failures)
-            async for work in inbox:
-                await self._room.acquire()
-                self._holding[work.lease.run_id] = work
-                if self.spec.instant:
-                    self._finish(work, await self._caller.call(work))
-                else:
-                    calls.start_soon(self._call, work)
+            async for first in inbox:
+                arrived = take_waiting(first, inbox, self._batch_limit)  # no wait between them
+                for work in arrived:
+                    self._holding[work.lease.run_id] = work
+                for work in arrived:
+                    while self._busy >= self.spec.concurrency:
+                        await self._wait_for_room()
+                    self._busy += 1
+                    if self.spec.instant:
+                        self._finish(work, await self._caller.call(work))
+                    else:
+                        calls.start_soon(self._call, work)
             self._closed = True
             self._finished_more.set()
+
+    async def _wait_for_room(self) -> None:
+        self._waiting_for_room = True
+        await self._room.wait()
 
     async def _call(self, work: StepWork) -> None:
         self._in_flight.inc()
@@ -113,7 +128,11 @@ class StepActor:
 
     def _done(self, lease: Lease) -> None:
         if self._holding.pop(lease.run_id, None) is not None:
-            self._room.release()
+            self._busy -= 1
+            if self._waiting_for_room:
+                self._waiting_for_room = False
+                self._room.set()
+                self._room = anyio.Event()
 
     async def _commit_finished(
         self, forward: MemoryObjectSendStream[StepWork] | None, failures: MemoryObjectSendStream[Compensation]
@@ -200,7 +219,7 @@ class StepActor:
         elif forward is None:
             self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
         else:
-            brief = result.output if self.step is Step.NORMALIZE_BRIEF else work.brief
+            brief = result.output if self._normalizes else work.brief
             await forward.send(StepWork(lease, brief, {**work.outputs, self.step: result.output}))
         self._done(lease)
 

@@ -37,7 +37,8 @@ class StepContext:
     outputs: Mapping[Step, JSON]
     """The outputs of the earlier steps, as committed."""
     deadline: float
-    """When the call is cancelled unless it has returned (``anyio.current_time()`` clock)."""
+    """When the call is cancelled unless it has returned (``anyio.current_time()`` clock); infinite for an
+    instant step, which is never interrupted."""
     attempt: int = 1
     """1 for the first call of this step for this run in this daemon, then 2, 3, ..."""
 

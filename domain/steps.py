@@ -20,6 +20,10 @@ class Step(Enum):
     QC_EVALUATE = "qc_evaluate"
     DELIVER = "deliver"
 
+    # Members are singletons: identity is equality, and hashing by identity is done in C (Enum's own
+    # __hash__ is Python code, and steps key the outputs every call of every run looks up).
+    __hash__ = object.__hash__
+
     def __str__(self) -> str:
         return self.value
 

@@ -9,6 +9,7 @@ from functools import cache
 from sagad.domain.rows import Committed, Row, StepWrite
 from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import Step
+from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases, skipped_leases
 from sagad.store.schema import children_first, tables_of_step
@@ -153,7 +154,10 @@ class StepStore:
             if write.failure is None:
                 for table, rows in write.rows.items():
                     by_table[table].extend(rows)
-        arrays = [array for t in tables_of_step(step) for array in column_arrays(t.name, by_table[t.name])]
+        try:
+            arrays = [array for t in tables_of_step(step) for array in column_arrays(t.name, by_table[t.name])]
+        except (KeyError, TypeError, ValueError) as error:  # a row missing a column, or a value JSON cannot hold
+            raise PermanentDatabaseError(f"rows the database cannot take: {type(error).__name__}: {error}") from None
         params = (ids, tokens, self._worker, failures, step.index, step.is_last, step.value, outputs, *arrays)
         async with self._db.connection() as conn:
             rows = await conn.fetch(step_statement(step), *params)

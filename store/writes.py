@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import cache
 
+import orjson
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -58,7 +58,7 @@ def column_arrays(table_name: str, rows: Sequence[Row]) -> list[list[object]]:
     for name in written_columns(table_name):
         values = [row[name] for row in rows]
         if name in json_columns:
-            values = [json.dumps(v) for v in values]
+            values = [orjson.dumps(v).decode() for v in values]
         arrays.append(values)
     return arrays
 
