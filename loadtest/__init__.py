@@ -1,0 +1,1 @@
+"""What load tests and benchmarks run against: a delivery receiver on loopback."""
