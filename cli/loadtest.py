@@ -39,7 +39,11 @@ def _daemon_command(n: int, options: list[str]) -> list[str]:
 async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIterator[list[Process]]:
     """``count`` daemon processes on ``url``; stopped (SIGTERM, then drained) when the block ends."""
     logs = anyio.Path(".sagad")
-    await logs.mkdir(exist_ok=True)
+    if count:
+        try:
+            await logs.mkdir(exist_ok=True)
+        except OSError as error:
+            fail(f"cannot create the folder of the daemons' logs {await logs.absolute()}: {error.strerror or error}")
     processes: list[Process] = []
     try:
         for n in range(count):
