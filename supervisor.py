@@ -25,7 +25,7 @@ from sagad.actors.compensator import Compensator
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, HasLease, StepWork
 from sagad.actors.pipeline import STEP_ACTORS
-from sagad.actors.ports import FaultPoints, NoFaults
+from sagad.actors.ports import FaultPoints, NoFaults, Readiness, Unobserved
 from sagad.actors.renewer import Renewer
 from sagad.actors.sampler import StatusSampler
 from sagad.domain.runs import Lease, WorkerId
@@ -81,7 +81,14 @@ def _buffered(stream: MemoryObjectReceiveStream[Any]) -> int:
 class Supervisor:
     """Runs one daemon: claimer, five step actors, compensator, renewer and sampler."""
 
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics, faults: FaultPoints | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        metrics: Metrics,
+        faults: FaultPoints | None = None,
+        readiness: Readiness | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._db = db
@@ -90,6 +97,7 @@ class Supervisor:
         self._steps = StepStore(db, settings.worker_id)
         self._listener = SubmissionListener(db)
         self._faults = faults or NoFaults()
+        self._readiness = readiness or Unobserved()
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop`` is set, then drain in-flight runs and release what is left."""
@@ -121,6 +129,7 @@ class Supervisor:
             poll_seconds=s.poll_seconds,
             steps_store=self._steps,
             max_attempts=s.max_attempts,
+            readiness=self._readiness,
         )
         renewer = Renewer(
             store=self.runs,
@@ -160,6 +169,7 @@ class Supervisor:
                 tg.start_soon(claim)
                 task_status.started()
                 await stop.wait()
+                self._readiness.draining()
                 claiming.cancel()
                 await self._drain()
                 tg.cancel_scope.cancel()
