@@ -9,6 +9,10 @@ class ConfigError(SagadError):
     """A setting (option, environment variable, database URL) is unusable."""
 
 
+class BrokenInstall(SagadError):
+    """sagad's own files (its migration scripts) are missing or inconsistent."""
+
+
 class InvalidBrief(SagadError):
     """A brief does not have the shape or content the pipeline accepts."""
 

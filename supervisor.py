@@ -26,7 +26,7 @@ from sagad.actors.compensator import Compensator
 from sagad.actors.ledger import Ledger
 from sagad.actors.loop_lag import LoopLag
 from sagad.actors.messages import Compensation, StepWork
-from sagad.actors.ports import FaultPoints, NoFaults
+from sagad.actors.ports import FaultPoints, NoFaults, Readiness, Unobserved
 from sagad.actors.relay import FailureRelay
 from sagad.actors.renewer import Renewer
 from sagad.actors.sampler import StatusSampler
@@ -96,6 +96,7 @@ class Supervisor:
         metrics: Metrics,
         faults: FaultPoints | None = None,
         pipeline: Pipeline | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -106,6 +107,7 @@ class Supervisor:
         self._steps = StepStore(db, settings.worker_id)
         self._listener = SubmissionListener(db)
         self._faults = faults or NoFaults()
+        self._readiness = readiness or Unobserved()
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop`` is set, then drain in-flight runs and release what is left."""
@@ -146,6 +148,7 @@ class Supervisor:
             poll_seconds=s.poll_seconds,
             steps_store=self._steps,
             max_attempts=s.max_attempts,
+            readiness=self._readiness,
         )
         renewer = Renewer(
             store=self.runs,
@@ -189,6 +192,7 @@ class Supervisor:
                 tg.start_soon(claim)
                 task_status.started()
                 await stop.wait()
+                self._readiness.draining()
                 claiming.cancel()
                 await self._drain()
                 tg.cancel_scope.cancel()

@@ -10,7 +10,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
-from sagad.actors.ports import RunLeases, StepWriter, Wakeup
+from sagad.actors.ports import Readiness, RunLeases, StepWriter, Unobserved, Wakeup
 from sagad.actors.retry import retrying
 from sagad.domain.rows import StepWrite
 from sagad.domain.runs import ClaimedRun, Lease, RunStatus, WorkerId
@@ -36,6 +36,7 @@ class Claimer:
         poll_seconds: float,
         steps_store: StepWriter,
         max_attempts: int,
+        readiness: Readiness | None = None,
     ) -> None:
         self._store = store
         self._ledger = ledger
@@ -47,6 +48,7 @@ class Claimer:
         self._poll_seconds = poll_seconds
         self._steps_store = steps_store
         self._max_attempts = max_attempts
+        self._readiness = readiness or Unobserved()
         self._holding: tuple[ClaimedRun, ...] = ()
         """Claimed runs not yet handed to their step; the supervisor frees them on a crash."""
 
@@ -65,6 +67,7 @@ class Claimer:
         def on_retry(error: BaseException) -> None:
             log.warning("claim failed, retrying: %s", error)
             self._metrics.db_errors.labels("transient").inc()
+            self._readiness.claim_failed()
 
         while True:
             await self._ledger.wait_for_room()
@@ -77,6 +80,7 @@ class Claimer:
                         # ours under a live lease, and would otherwise wait for it to expire.
                         known = [lease.run_id for lease in self._ledger.snapshot()] + [r.lease.run_id for r in claimed]
                         claimed += await self._store.unanswered_claims(self._worker, known)
+            self._readiness.claim_succeeded()
             self._metrics.claims.inc(len(claimed))
             for run in claimed:
                 self._ledger.hold(run.lease)

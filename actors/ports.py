@@ -60,3 +60,26 @@ class NoFaults:
 
     async def after_step_commit(self, step: Step, leases: Sequence[Lease]) -> None:
         return None
+
+
+class Readiness(Protocol):
+    """Where the daemon reports whether it takes work (what a readiness probe answers)."""
+
+    def claim_succeeded(self) -> None: ...
+
+    def claim_failed(self) -> None: ...
+
+    def draining(self) -> None: ...
+
+
+class Unobserved:
+    """Readiness that nobody asks about: a daemon without an endpoint (the demo, tests)."""
+
+    def claim_succeeded(self) -> None:
+        return None
+
+    def claim_failed(self) -> None:
+        return None
+
+    def draining(self) -> None:
+        return None

@@ -14,10 +14,10 @@ def retrying(on_retry: Callable[[BaseException], None] = lambda _: None) -> Asyn
     """Retries forever on TransientDatabaseError; anything else (and cancellation) goes through."""
 
     def before_sleep(state: RetryCallState) -> None:
-        assert state.outcome is not None
-        error = state.outcome.exception()
-        assert error is not None
-        on_retry(error)
+        # tenacity sleeps only after an attempt that raised: there is always an outcome with an error.
+        error = state.outcome.exception() if state.outcome is not None else None
+        if error is not None:
+            on_retry(error)
 
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientDatabaseError),

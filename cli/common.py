@@ -29,13 +29,19 @@ DatabaseUrl = Annotated[
 
 
 def resolve_url(url: str | None) -> str:
-    return url if url else embedded_url()
+    """The URL given, else the embedded server's (started if need be); a failure ends the command with one line."""
+    if url:
+        return url
+    try:
+        return embedded_url()
+    except SagadError as error:
+        fail(str(error))
 
 
 def apply_migrations(url: str | None) -> str:
     """Migrate the configured database; any failure ends the command with one line. Returns the URL."""
+    resolved = resolve_url(url)
     try:
-        resolved = resolve_url(url)
         migrate.upgrade(resolved)
     except SagadError as error:
         fail(str(error))

@@ -1,4 +1,4 @@
-"""``sagad run``: the daemon in the foreground, with its metrics endpoint and signal handling."""
+"""``sagad run``: the daemon in the foreground, with its HTTP endpoint and signal handling."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import socket
 from typing import Annotated
 
 import anyio
-import prometheus_client
 import typer
 from anyio.abc import TaskStatus
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.domain.runs import WorkerId
+from sagad.endpoint import Endpoint, Health, announcement
 from sagad.metrics import Metrics
 from sagad.supervisor import Settings, Supervisor
 
@@ -35,14 +35,12 @@ def parse_addr(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve_metrics(metrics: Metrics, addr: str) -> None:
-    host, port = parse_addr(addr)
+def open_endpoint(health: Health, metrics: Metrics, host: str, port: int) -> Endpoint:
+    """The endpoint bound on ``host:port``, or a message naming the option."""
     try:
-        server, _ = prometheus_client.start_http_server(port, addr=host, registry=metrics.registry)
+        return Endpoint(health, metrics.registry, host, port)
     except OSError as error:
-        fail(f"cannot serve metrics on {addr}: {error.strerror}")
-    bound_host, bound_port = server.server_address[:2]
-    log.info("metrics on http://%s:%s/metrics", bound_host, bound_port)
+        fail(f"cannot serve metrics on --metrics-addr {host}:{port}: {error.strerror or error}")
 
 
 async def _watch_signals(
@@ -96,7 +94,10 @@ def daemon_command(
         ),
     ] = 5,
     metrics_addr: Annotated[
-        str, typer.Option(envvar="SAGAD_METRICS_ADDR", help="HOST:PORT of the Prometheus endpoint.")
+        str,
+        typer.Option(
+            envvar="SAGAD_METRICS_ADDR", help="HOST:PORT of the endpoint: /metrics (Prometheus), /healthz, /readyz."
+        ),
     ] = "127.0.0.1:9464",
     log_level: Annotated[str, typer.Option(envvar="SAGAD_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
     database_url: DatabaseUrl = None,
@@ -121,7 +122,8 @@ def daemon_command(
         max_attempts=max_attempts,
     )
     metrics = Metrics()
-    parse_addr(metrics_addr)
+    health = Health()
+    host, port = parse_addr(metrics_addr)
 
     async def main() -> None:
         # Every connection opened (and its types looked up) before the first run, not during it.
@@ -129,16 +131,19 @@ def daemon_command(
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
                 await tg.start(_watch_signals, stop, tg.cancel_scope)
-                serve_metrics(metrics, metrics_addr)
-                # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep
-                # it out of the collector's full passes, which otherwise pause every task for ~70 ms.
-                gc.collect()
-                gc.freeze()
-                log.info(
-                    "daemon %s running (lease %ss, up to %d runs)", settings.worker_id, lease_seconds, max_inflight
-                )
-                await Supervisor(db, settings, metrics).run(stop)
-                tg.cancel_scope.cancel()
+                endpoint = open_endpoint(health, metrics, host, port)
+                log.info(announcement(endpoint.url))
+                with endpoint:
+                    tg.start_soon(health.keep_beating)
+                    # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep
+                    # it out of the collector's full passes, which otherwise pause every task for ~70 ms.
+                    gc.collect()
+                    gc.freeze()
+                    log.info(
+                        "daemon %s running (lease %ss, up to %d runs)", settings.worker_id, lease_seconds, max_inflight
+                    )
+                    await Supervisor(db, settings, metrics, readiness=health).run(stop)
+                    tg.cancel_scope.cancel()
         log.info("daemon %s stopped", settings.worker_id)
 
     run_async(main)

@@ -22,7 +22,8 @@ TERMINAL = ("completed", "compensated")
 async def _outcome(runs: RunStore, run_id: RunId) -> str:
     while True:
         status = await runs.status(run_id)
-        assert status is not None
+        if status is None:
+            return "gone: the run is no longer in the database"
         if status.status in TERMINAL:
             reason = f": {status.last_error}" if status.last_error else ""
             return f"{status.status}{reason}"

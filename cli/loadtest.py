@@ -23,6 +23,7 @@ from sagad.cli.common import DatabaseUrl, fail, migrated_database, resolve_url, 
 from sagad.cli.load import Mix, Progress, follow, submit_all
 from sagad.cli.report import LoadReport
 from sagad.domain.runs import RunId
+from sagad.endpoint import announced, answer
 from sagad.store.audit import audit_database
 from sagad.store.runs import RunStore
 
@@ -39,7 +40,11 @@ def _daemon_command(n: int, options: list[str]) -> list[str]:
 async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIterator[list[Process]]:
     """``count`` daemon processes on ``url``; stopped (SIGTERM, then drained) when the block ends."""
     logs = anyio.Path(".sagad")
-    await logs.mkdir(exist_ok=True)
+    if count:
+        try:
+            await logs.mkdir(exist_ok=True)
+        except OSError as error:
+            fail(f"cannot create the folder of the daemons' logs {await logs.absolute()}: {error.strerror or error}")
     processes: list[Process] = []
     try:
         for n in range(count):
@@ -49,7 +54,7 @@ async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIter
                 fd = out.wrapped.fileno()
                 env = {**os.environ, "SAGAD_DATABASE_URL": url}
                 processes.append(await anyio.open_process(_daemon_command(n, options), stdout=fd, stderr=fd, env=env))
-            await _wait_running(processes[-1], log)
+            await _wait_ready(processes[-1], log)
         yield processes
     finally:
         with anyio.move_on_after(30, shield=True):
@@ -60,13 +65,16 @@ async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIter
                 await process.wait()
 
 
-async def _wait_running(process: Process, log: anyio.Path) -> None:
-    """Wait until the daemon says it runs, so that its start-up is not measured as latency."""
-    with anyio.fail_after(60):
-        while b" running (lease" not in await log.read_bytes():
-            if process.returncode is not None:
-                fail(f"a daemon exited with {process.returncode} at start; see {log}")
+async def _wait_ready(process: Process, log: anyio.Path, seconds: float = 60) -> None:
+    """Wait until the daemon answers /readyz (it has claimed), so that its start-up is not measured as latency."""
+    with anyio.move_on_after(seconds):
+        while process.returncode is None:
+            url = announced(await log.read_text(errors="replace"))
+            if url is not None and await anyio.to_thread.run_sync(answer, f"{url}/readyz") == 200:
+                return
             await anyio.sleep(0.05)
+        fail(f"a daemon exited with {process.returncode} at start; see {log}")
+    fail(f"a daemon was not ready (its /readyz) within {seconds:g} s; see {log}")
 
 
 def loadtest_command(

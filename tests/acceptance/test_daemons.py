@@ -6,11 +6,14 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import asyncpg
 import pytest
 
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.runs import RunId
-from sagad.store.db import Database
+from sagad.endpoint import answer
+from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.runs import RunStore
 from tests.helpers import expected_totals, rows_per_table, wait_finished, wait_terminal
 from tests.processes import Daemon, sagad
@@ -58,7 +61,7 @@ async def test_two_daemons_share_300_runs_and_leave_a_clean_audit(
     for worker in ("alpha", "beta"):
         daemons.append(Daemon(database_url, worker, tmp_path, "--max-inflight", "40", "--batch-limit", "20").start())
     for daemon in daemons:
-        await daemon.metrics_url()
+        await daemon.ready()
     outcomes = await submit_mix(runs, 300)
 
     await assert_all_ended_as_built(db, outcomes, seconds=90)
@@ -79,7 +82,7 @@ async def test_a_daemon_killed_mid_load_is_finished_by_another(
         database_url, "victim", tmp_path, "--lease-seconds", "2", "--batch-limit", "5", "--max-inflight", "100"
     )
     daemons.append(victim.start())
-    await victim.metrics_url()
+    await victim.ready()
     outcomes = await submit_mix(runs, 400)
     await wait_finished(db, 20)
 
@@ -94,3 +97,40 @@ async def test_a_daemon_killed_mid_load_is_finished_by_another(
     rescuer.signal(signal.SIGTERM)
     assert await rescuer.wait() == 0
     assert_audit_clean(database_url)
+
+
+async def test_a_daemon_process_is_ready_once_its_first_claim_completes_and_answers_its_probes(
+    database_url: str, db: Database, daemons: list[Daemon], tmp_path: Path
+) -> None:
+    locker = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        # The claim statement waits behind this lock: the daemon is up, but has not claimed.
+        await locker.execute("BEGIN; LOCK TABLE workflow_runs IN ACCESS EXCLUSIVE MODE")
+        daemon = Daemon(database_url, "probed", tmp_path)
+        daemons.append(daemon.start())
+        url = await daemon.endpoint_url()
+        assert url.startswith("http://127.0.0.1:")
+        await _wait_claim_blocked(db)
+        assert await anyio.to_thread.run_sync(answer, f"{url}/readyz") == 503
+        assert await anyio.to_thread.run_sync(answer, f"{url}/healthz") == 200
+        await locker.execute("COMMIT")
+    finally:
+        await locker.close()
+
+    await daemon.ready(seconds=10)
+    assert await anyio.to_thread.run_sync(answer, f"{url}/metrics") == 200
+    assert await anyio.to_thread.run_sync(answer, f"{url}/status") == 404
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait() == 0
+
+
+async def _wait_claim_blocked(db: Database) -> None:
+    """Wait until the daemon's claim statement waits on the test's lock."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE workflow_runs%'"
+    )
+    with anyio.fail_after(20):
+        while True:
+            if (await db.fetch(query))[0][0]:
+                return
+            await anyio.sleep(0.05)

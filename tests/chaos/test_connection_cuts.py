@@ -33,7 +33,7 @@ async def test_connections_cut_every_300ms_lose_and_duplicate_nothing(
         async with running_proxy(Upstream.of(url)) as proxy:
             daemons = [fleet.start(proxy.url_for(url), worker, *OPTIONS) for worker in ("east", "west")]
             for daemon in daemons:
-                await daemon.metrics_url()
+                await daemon.ready()
             async with anyio.create_task_group() as cutting:
                 cutting.start_soon(proxy.cut_every, CUT_EVERY_SECONDS)
                 outcomes = await submit_mix(RunStore(db), 300)

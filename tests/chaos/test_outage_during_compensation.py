@@ -60,7 +60,7 @@ async def test_compensations_cut_short_by_a_database_outage_finish_when_it_retur
     try:
         async with running_proxy(Upstream.of(url)) as proxy:
             daemon = fleet.start(proxy.url_for(url), "undaunted", "--lease-seconds", "2", "--batch-limit", "10")
-            await daemon.metrics_url()
+            await daemon.ready()
             outcomes = await submit_mix(RunStore(db), 400, mix=FAILING)
             await wait_count(db, "SELECT count(*) FROM workflow_runs WHERE status = 'compensated'", 40)
             locker = await asyncpg.connect(asyncpg_dsn(url))

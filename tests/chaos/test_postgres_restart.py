@@ -34,7 +34,7 @@ async def test_daemons_ride_out_three_postgres_restarts_mid_load(
         await install_write_log(db)
         daemons = [fleet.start(url, worker, *OPTIONS) for worker in ("north", "south")]
         for daemon in daemons:
-            await daemon.metrics_url()
+            await daemon.ready()
         outcomes: dict[RunId, Ending] = {}
         in_flight: list[int] = []
         with anyio.fail_after(90):

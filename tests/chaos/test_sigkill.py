@@ -32,7 +32,7 @@ async def test_repeated_sigkills_of_three_daemons_lose_and_duplicate_nothing(
     await install_write_log(db)
     slots = [fleet.start(database_url, f"{name}-0", *OPTIONS) for name in "abc"]
     for daemon in slots:
-        await daemon.metrics_url()
+        await daemon.ready()
     chance = random.Random(20)
     outcomes: dict[RunId, Ending] = {}
     kills = held_when_killed = 0
@@ -41,7 +41,7 @@ async def test_repeated_sigkills_of_three_daemons_lose_and_duplicate_nothing(
         for kill in range(KILLS):
             slot = kill % len(slots)
             victim = slots[slot]
-            await victim.metrics_url()  # it has started and claims before it dies
+            await victim.ready()  # it has started and claims before it dies
             await anyio.sleep(chance.uniform(0.4, 0.8))
             # A wave just before each kill: the victim dies in the middle of its work, not idle.
             outcomes |= await submit_mix(runs, WAVE, first_seed=kill * WAVE)

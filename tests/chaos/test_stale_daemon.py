@@ -53,7 +53,7 @@ async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carri
     await install_write_log(db)
     lease = ("--lease-seconds", "1")
     stale = fleet.start(database_url, "stale", *lease, "--max-inflight", "100", "--batch-limit", "5")
-    await stale.metrics_url()
+    await stale.ready()
     outcomes = await submit_mix(runs, 600)
 
     await wait_until(partial(holds_at_least, db, "stale", 20), seconds=20, every=0.01)

@@ -253,8 +253,8 @@ def mutated_briefs(draw: st.DrawFn) -> bytes:
             path = draw(st.sampled_from(sorted(WRONG_TYPES)))
             if "." in path and not isinstance(brief.get("delivery"), dict):
                 continue
-            if path.endswith("[0]") and not isinstance(brief.get(path[:-3]), list):
-                continue
+            if path.endswith("[0]") and not (isinstance(items := brief.get(path[:-3]), list) and items):
+                continue  # an earlier mutation made it a non-list or an empty list: no first item to change
             brief = with_value(brief, path, draw(WRONG_TYPES[path]))
         elif kind == "removed" and brief:
             delivery = brief.get("delivery")

@@ -70,19 +70,42 @@ class _RecordedRefreshes:
         self.refreshed = anyio.Event()
 
 
-async def test_the_sampler_refreshes_plans_when_the_runs_double(db: Database, runs: RunStore) -> None:
+class _CountedSamples(RunStore):
+    """The real store, counting the sampler's passes (each begins with a count by status)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.begun = 0
+        self._next = anyio.Event()
+
+    async def count_by_status(self) -> dict[str, int]:
+        self.begun += 1
+        self._next.set()
+        self._next = anyio.Event()
+        return await super().count_by_status()
+
+    async def passes(self, n: int, seconds: float = 10) -> None:
+        """Return once ``n`` whole passes have run from now (a pass ends when the next one begins)."""
+        target = self.begun + n + 1
+        with anyio.fail_after(seconds):
+            while self.begun < target:
+                await self._next.wait()
+
+
+async def test_the_sampler_refreshes_plans_when_the_runs_double(db: Database) -> None:
     plans = _RecordedRefreshes()
+    runs = _CountedSamples(db)
     sampler = StatusSampler(store=runs, plans=plans, metrics=Metrics(), every_seconds=0.01)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(sampler.run)
-        await anyio.sleep(0.2)
+        await runs.passes(3)
         assert plans.count == 0  # an empty database: nothing to re-plan for
         refreshed = plans.refreshed
         await _grow(db, REPLAN_FROM)
         with anyio.fail_after(10):
             await refreshed.wait()
-        await anyio.sleep(0.2)
+        await runs.passes(3)
         assert plans.count == 1  # the same size again: no second refresh
         refreshed = plans.refreshed
         await _grow(db, REPLAN_FROM)

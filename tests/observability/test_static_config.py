@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from sagad import metrics
+from sagad.endpoint import Endpoint, Health
 
 from .promql import alert_rules, dashboard_queries, metric_names
 
@@ -148,6 +149,34 @@ def test_sagad_replicas_are_scaled_and_scraped_on_the_metrics_port() -> None:
     [dns] = job["dns_sd_configs"]
     assert (job["job_name"], dns["names"], dns["type"]) == ("sagad", ["sagad"], "A")
     assert f"0.0.0.0:{dns['port']}" in sagad["command"]
+
+
+def _healthcheck_probe(url: str) -> int:
+    """Run the sagad service's healthcheck command here, pointed at ``url``; its exit status."""
+    command = _compose()["services"]["sagad"]["healthcheck"]["test"]
+    assert command[:3] == ["CMD", "python", "-c"], command
+    script = command[3].replace("http://127.0.0.1:9464", url)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30, check=False)
+    return done.returncode
+
+
+def test_sagad_healthcheck_probes_readiness_on_the_metrics_port() -> None:
+    sagad = _compose()["services"]["sagad"]
+    [script] = sagad["healthcheck"]["test"][3:]
+    port = sagad["command"][sagad["command"].index("--metrics-addr") + 1].rsplit(":", 1)[1]
+    assert f"'http://127.0.0.1:{port}/readyz'" in script
+    assert sagad["healthcheck"]["retries"] >= 1
+    assert _compose()["services"]["loadgen"]["depends_on"]["sagad"] == {"condition": "service_healthy"}
+
+
+def test_sagad_healthcheck_fails_until_the_daemon_is_ready_and_once_it_stops() -> None:
+    health = Health()
+    with Endpoint(health, metrics.Metrics().registry, "127.0.0.1", 0) as endpoint:
+        assert _healthcheck_probe(endpoint.url) != 0
+        health.claim_succeeded()
+        assert _healthcheck_probe(endpoint.url) == 0
+        health.draining()
+        assert _healthcheck_probe(endpoint.url) != 0
 
 
 def test_prometheus_config_is_valid() -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sagad.cli.daemon import daemon_command
 from sagad.cli.loadtest import _daemon_command
 from sagad.content.brief import MAX_BRIEF_BYTES
+from sagad.endpoint import announced
 from sagad.store.db import Database, asyncpg_dsn
 from tests.processes import Daemon
 from tests.security.cli import REPO, environment, sagad
@@ -203,8 +204,7 @@ def test_the_password_appears_in_no_output_of_a_working_deployment(
         )
     try:
         anyio.run(_wait_until_terminal, database_url, runs)
-        metrics_url = re.findall(r"metrics on (http://\S+/metrics)", log.read_text())[-1]
-        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        with urllib.request.urlopen(f"{announced(log.read_text())}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         outputs.append(("metrics", metrics))
         process.send_signal(signal.SIGTERM)
