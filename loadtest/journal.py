@@ -160,7 +160,8 @@ class Journal:
 
     def record(self, entry: JournalEntry) -> None:
         """Write the entry and hand it to the OS; only then does the state (and so the client) see it."""
-        assert self._file is not None, "the journal is not open"
+        if self._file is None:
+            raise RuntimeError("the journal is not open: call open() first")
         self._file.write(entry.to_line() + "\n")
         self._file.flush()
         self.deliveries.apply(entry)
