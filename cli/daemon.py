@@ -14,6 +14,7 @@ import typer
 from anyio.abc import TaskStatus
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
+from sagad.cli.pipelines import PipelineNotLoaded, daemon_pipeline
 from sagad.domain.runs import WorkerId
 from sagad.endpoint import Endpoint, Health, announcement
 from sagad.metrics import Metrics
@@ -24,6 +25,28 @@ log = logging.getLogger("sagad")
 # One connection each for the claimer, five step actors, compensator, renewer, sampler and the
 # submission listener, and two to spare for a connection being replaced after an error.
 POOL_SIZE = 12
+
+
+def parse_hosts(value: str) -> frozenset[str]:
+    """``host[:port],...`` as a set, or a message naming the option."""
+    hosts = frozenset(host.strip() for host in value.split(",") if host.strip())
+    for host in hosts:
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        if any(c.isspace() or c in "/@?#" for c in host) or (port and not port.isdigit()) or not (name or host):
+            fail(f"--delivery-hosts must be HOST or HOST:PORT entries, comma-separated; got {host!r}")
+    return hosts
+
+
+def parse_latency(value: str) -> tuple[float, float]:
+    """``MEDIAN_MS:P99_MS`` as seconds, or a message naming the option."""
+    median, sep, p99 = value.partition(":")
+    try:
+        seconds = (float(median) / 1000, float(p99) / 1000)
+    except ValueError:
+        seconds = (0.0, 0.0)
+    if not sep or not 0 < seconds[0] <= seconds[1] < 3600:
+        fail(f"--simulate-latency must be MEDIAN_MS:P99_MS with 0 < median <= p99 (e.g. 1000:3000), got {value!r}")
+    return seconds
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -99,6 +122,40 @@ def daemon_command(
             envvar="SAGAD_METRICS_ADDR", help="HOST:PORT of the endpoint: /metrics (Prometheus), /healthz, /readyz."
         ),
     ] = "127.0.0.1:9464",
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAD_PIPELINE",
+            help="MODULE:ATTRIBUTE of a Pipeline of your own steps (looked up from this folder first). "
+            "Default: the built-in pipeline.",
+            show_default=False,
+        ),
+    ] = None,
+    delivery_hosts: Annotated[
+        str,
+        typer.Option(
+            envvar="SAGAD_DELIVERY_HOSTS",
+            help="HOST or HOST:PORT entries, comma-separated, that the built-in delivery may POST packages to "
+            "(a brief's destination that is an http(s) URL). Default: none.",
+        ),
+    ] = "",
+    simulate_latency: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAD_SIMULATE_LATENCY",
+            help="MEDIAN_MS:P99_MS: wait that long (lognormal) before every step's call, as a service would.",
+            show_default=False,
+        ),
+    ] = None,
+    undo_retry_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="SAGAD_UNDO_RETRY_SECONDS",
+            min=0,
+            max=86_400,
+            help="How long a run whose undo kept failing waits, compensating, before it is tried again.",
+        ),
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(envvar="SAGAD_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -120,7 +177,16 @@ def daemon_command(
         poll_seconds=poll_seconds,
         drain_seconds=drain_seconds,
         max_attempts=max_attempts,
+        undo_retry_seconds=undo_retry_seconds,
     )
+    try:
+        steps = daemon_pipeline(
+            pipeline,
+            delivery_hosts=parse_hosts(delivery_hosts),
+            simulated_latency=None if simulate_latency is None else parse_latency(simulate_latency),
+        )
+    except PipelineNotLoaded as error:
+        fail(str(error))
     metrics = Metrics()
     health = Health()
     host, port = parse_addr(metrics_addr)
@@ -140,9 +206,13 @@ def daemon_command(
                     gc.collect()
                     gc.freeze()
                     log.info(
-                        "daemon %s running (lease %ss, up to %d runs)", settings.worker_id, lease_seconds, max_inflight
+                        "daemon %s running (lease %ss, up to %d runs, pipeline %s)",
+                        settings.worker_id,
+                        lease_seconds,
+                        max_inflight,
+                        pipeline or "built-in",
                     )
-                    await Supervisor(db, settings, metrics, readiness=health).run(stop)
+                    await Supervisor(db, settings, metrics, pipeline=steps, readiness=health).run(stop)
                     tg.cancel_scope.cancel()
         log.info("daemon %s stopped", settings.worker_id)
 

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict, cast
 
-import httpx
+import aiohttp
+import orjson
+from yarl import URL
 
 from sagad.content.brief import BriefData
 from sagad.content.draft import Draft
@@ -97,23 +99,27 @@ def rows(run_id: uuid.UUID, sent: dict[str, Any]) -> Rows:
 
 
 class Delivery:
-    """The deliver step, with the HTTP client its deliveries share (open while the daemon runs)."""
+    """The deliver step, with the HTTP session its deliveries share (open while the daemon runs)."""
 
     def __init__(self, allowed_hosts: frozenset[str] = frozenset(), timeout_seconds: float = 10.0) -> None:
         self.allowed_hosts = allowed_hosts
         """``host`` or ``host:port`` entries a brief may deliver to; none: no HTTP delivery at all."""
         self._timeout = timeout_seconds
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     @asynccontextmanager
     async def open(self, connections: int = 100) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        async with httpx.AsyncClient(timeout=self._timeout, limits=limits, follow_redirects=False) as client:
-            self._client = client
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            json_serialize=lambda value: orjson.dumps(value).decode(),
+        )
+        async with session:
+            self._session = session
             try:
                 yield
             finally:
-                self._client = None
+                self._session = None
 
     async def __call__(self, ctx: StepContext) -> StepResult:
         brief = cast(BriefData, ctx.brief)
@@ -136,30 +142,34 @@ class Delivery:
 
     async def _send(self, method: str, url: str, run_id: uuid.UUID, body: dict[str, Any] | None) -> None:
         self._check_allowed(url)
-        if self._client is None:
-            raise RuntimeError("the delivery client is not open: run the pipeline inside its lifespan")
+        if self._session is None:
+            raise RuntimeError("the delivery session is not open: run the pipeline inside its lifespan")
+        headers = {"Idempotency-Key": idempotency_key(run_id)}
         try:
-            headers = {"Idempotency-Key": idempotency_key(run_id)}
-            response = await self._client.request(method, url, json=body, headers=headers)
-        except httpx.TimeoutException as error:
-            raise TransientStepError(f"{method} {url} timed out: {type(error).__name__}") from None
-        except httpx.TransportError as error:
+            async with self._session.request(method, url, json=body, headers=headers, allow_redirects=False) as answer:
+                status, reason = answer.status, answer.reason
+                await answer.read()
+        except TimeoutError:
+            raise TransientStepError(f"{method} {url} timed out after {self._timeout:g} s") from None
+        except aiohttp.ClientError as error:
             raise TransientStepError(f"{method} {url} failed: {type(error).__name__}: {error}") from None
-        status = response.status_code
         if status < 300 or (method == "DELETE" and status == 404):
             return
-        message = f"{method} {url} answered {status} {response.reason_phrase}"
+        message = f"{method} {url} answered {status} {reason}"
         if status in _RETRIED_STATUSES or status >= 500:
             raise TransientStepError(message)
         raise StepFailed(f"delivery endpoint refused the package: {message}")
 
     def _check_allowed(self, url: str) -> None:
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as error:
+            parsed = URL(url)
+            host = parsed.host
+        except ValueError as error:
             raise StepFailed(f"delivery destination {url!r} is not a URL: {error}") from None
-        host = parsed.host
-        hostport = f"{host}:{parsed.port}" if parsed.port is not None else host
+        if not parsed.absolute or host is None:
+            raise StepFailed(f"delivery destination {url!r} is not a URL with a host")
+        port = parsed.explicit_port
+        hostport = host if port is None else f"{host}:{port}"
         if host not in self.allowed_hosts and hostport not in self.allowed_hosts:
             allowed = ", ".join(sorted(self.allowed_hosts)) or "none"
             raise StepFailed(f"delivery to {hostport} is not allowed (allowed: {allowed}; see --delivery-hosts)")

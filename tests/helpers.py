@@ -12,6 +12,7 @@ import anyio
 
 from sagad.actors.ports import FaultPoints
 from sagad.content.pipeline import builtin_pipeline, walk
+from sagad.domain.pipeline import Pipeline
 from sagad.domain.rows import StepWrite
 from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import BUSINESS_TABLES, Step
@@ -74,11 +75,16 @@ async def wait_terminal(db: Database, run_ids: Iterable[uuid.UUID], seconds: flo
 
 @asynccontextmanager
 async def running_daemon(
-    db: Database, *, worker: str = "test-daemon", faults: FaultPoints | None = None, **settings: Any
+    db: Database,
+    *,
+    worker: str = "test-daemon",
+    faults: FaultPoints | None = None,
+    pipeline: Pipeline | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Supervisor]:
     """A daemon running in this process until the block ends (then drained and stopped)."""
     settings.setdefault("poll_seconds", 0.05)
-    supervisor = Supervisor(db, Settings(worker_id=WorkerId(worker), **settings), Metrics(), faults)
+    supervisor = Supervisor(db, Settings(worker_id=WorkerId(worker), **settings), Metrics(), faults, pipeline)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(supervisor.run, stop)
