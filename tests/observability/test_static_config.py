@@ -58,7 +58,7 @@ OUTCOMES = {
 }
 ALERT_NAMES = {
     "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadLatencySLO",
-    "SagadDaemonDown",
+    "SagadDaemonDown", "SagadUndoFailing",
 }  # fmt: skip
 SCRAPE_ONLY = {"up"}
 
