@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import orjson
@@ -22,6 +22,7 @@ import orjson
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import StepWork
 from sagad.domain.pipeline import RetryPolicy, StepContext, StepResult, StepSpec
+from sagad.domain.runs import Lease
 from sagad.domain.steps import Step
 from sagad.errors import StepFailed, TransientStepError
 from sagad.metrics import RETRY_REASONS, Metrics
@@ -71,28 +72,34 @@ Attempted = Callable[[str, float, Exception | None], None]
 """Told of each attempt: its outcome (ok, retried, failed), its seconds, and what it raised."""
 
 
+class LeaseLost(Exception):
+    """The run's lease passed to another daemon while its call was under way: the call was cancelled."""
+
+
 async def retried(
     policy: RetryPolicy,
     seconds_each: float | None,
     attempt: Callable[[int], Awaitable[T]],
     attempted: Attempted,
     jitter: random.Random,
+    *,
+    ledger: Ledger,
+    lease: Lease,
 ) -> T:
     """``attempt(n)`` for n = 1, 2, ... until one returns, one raises StepFailed, or the policy's attempts run out.
 
-    Each attempt runs within ``seconds_each`` (None: it never waits, so nothing to time out). A
-    StepFailed is raised at once; after the last attempt, its error is raised.
+    Each attempt runs in a cancel scope with a deadline ``seconds_each`` away (None: it never
+    waits, so nothing to time out or cancel), which the ledger cancels if the run's lease is lost
+    (LeaseLost is raised). A StepFailed is raised at once; after the last attempt, its error.
     """
     for n in range(1, policy.attempts + 1):
         started = time.perf_counter()
         try:
-            if seconds_each is None:
-                result = await attempt(n)
-            else:
-                with anyio.fail_after(seconds_each):
-                    result = await attempt(n)
+            result = await _within(seconds_each, attempt, n, ledger, lease)
         except StepFailed as failure:
             attempted("failed", time.perf_counter() - started, failure)
+            raise
+        except LeaseLost:
             raise
         except Exception as error:
             last = n == policy.attempts
@@ -104,6 +111,24 @@ async def retried(
         attempted("ok", time.perf_counter() - started, None)
         return result
     raise AssertionError("unreachable: a policy has at least one attempt")  # pragma: no cover
+
+
+async def _within(
+    seconds: float | None, attempt: Callable[[int], Awaitable[T]], n: int, ledger: Ledger, lease: Lease
+) -> T:
+    """One attempt, in a cancel scope that its deadline or a lost lease (LeaseLost) cancels."""
+    if seconds is None:
+        return await attempt(n)
+    with anyio.CancelScope(deadline=anyio.current_time() + seconds) as scope:
+        if not ledger.watch(lease, scope):
+            raise LeaseLost
+        try:
+            return await attempt(n)
+        finally:
+            ledger.unwatch(lease)
+    if not ledger.holds(lease):
+        raise LeaseLost
+    raise TimeoutError
 
 
 def gave_up(what: str, attempts: int, error: Exception, timeout: float) -> str:
@@ -130,20 +155,6 @@ class StepCaller:
                 brief = json.loads(brief)
             except (ValueError, RecursionError) as error:
                 return Called(None, failure=bounded(f"{self._step}: invalid brief: it cannot be read: {error}"))
-        if self._spec.instant:  # never waits: nothing to time out or cancel
-            return await self._called(work, brief)
-        with anyio.CancelScope() as scope:
-            if not self._ledger.watch(work.lease, scope):
-                return LOST
-            try:
-                return await self._called(work, brief)
-            finally:
-                self._ledger.unwatch(work.lease)
-        self._fenced.inc()
-        self._ledger.lose([work.lease], "call")
-        return LOST
-
-    async def _called(self, work: StepWork, brief: Any) -> Called:
         spec = self._spec
 
         async def attempt(n: int) -> tuple[StepResult, str]:
@@ -152,10 +163,15 @@ class StepCaller:
             result = await spec.call(StepContext(work.lease.run_id, brief, work.outputs, deadline, n))
             return result, _encoded(result, spec)
 
+        limit = None if spec.instant else spec.timeout_seconds
         try:
             result, output_json = await retried(
-                spec.retry, None if spec.instant else spec.timeout_seconds, attempt, self._attempted, self._jitter
+                spec.retry, limit, attempt, self._attempted, self._jitter, ledger=self._ledger, lease=work.lease
             )
+        except LeaseLost:
+            self._fenced.inc()
+            self._ledger.lose([work.lease], "call")
+            return LOST
         except StepFailed as failure:
             return Called(None, failure=bounded(f"{self._step}: {failure}"))
         except Exception as error:

@@ -17,7 +17,7 @@ import random
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from sagad.actors.calls import gave_up, retried
+from sagad.actors.calls import LeaseLost, gave_up, retried
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
 from sagad.actors.ports import CompensationDeferrals
@@ -82,23 +82,20 @@ class FailureRelay:
 
     async def _undo_then_pass_back(self, message: Compensation, previous: MemoryObjectSendStream[Compensation]) -> None:
         try:
-            with anyio.CancelScope() as scope:
-                if self._ledger.watch(message.lease, scope):
-                    try:
-                        undone = await self._undo(message)
-                    finally:
-                        self._ledger.unwatch(message.lease)
-                    if undone:
-                        await previous.send(message)
-            if scope.cancelled_caught:
-                self._metrics.fenced.labels("compensation").inc()
-                self._ledger.lose([message.lease], "undo")
+            if await self._undo(message):
+                await previous.send(message)
+        except LeaseLost:
+            self._metrics.fenced.labels("compensation").inc()
+            self._ledger.lose([message.lease], "undo")
         finally:
             self._holding.pop(message.lease.run_id, None)
             self._room.release()
 
     async def _undo(self, message: Compensation) -> bool:
-        """Run the undo; False when it kept failing (the run is then given back for a later try)."""
+        """Run the undo; False when it kept failing (the run is then given back for a later try).
+
+        LeaseLost when another daemon took the run over meanwhile (the undo is then cancelled).
+        """
         spec, undo = self._spec, self._spec.undo
         if undo is None:
             return True
@@ -119,7 +116,17 @@ class FailureRelay:
             self._metrics.undos.labels(step, outcome).inc()
 
         try:
-            await retried(spec.retry, spec.timeout_seconds, attempt, attempted, self._jitter)
+            await retried(
+                spec.retry,
+                spec.timeout_seconds,
+                attempt,
+                attempted,
+                self._jitter,
+                ledger=self._ledger,
+                lease=message.lease,
+            )
+        except LeaseLost:
+            raise
         except Exception as error:
             reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds)
             log.warning("run %s stays compensating: %s", message.lease.run_id, reason)

@@ -22,6 +22,7 @@ from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, StepWriter
 from sagad.actors.relay import FailureRelay
 from sagad.actors.retry import retrying
+from sagad.actors.workers import Workers
 from sagad.domain.pipeline import StepSpec
 from sagad.domain.rows import Committed, StepWrite
 from sagad.domain.runs import Lease, RunId, RunStatus
@@ -64,14 +65,11 @@ class StepActor:
         self._normalizes = spec.step is Step.NORMALIZE_BRIEF
         """Its output is the normalized brief, which later steps get as their brief."""
         self._in_flight = metrics.calls_in_flight.labels(spec.step.value)
+        self._commit_durations = {o: metrics.step_duration.labels(spec.step.value, o) for o in ("ok", "failed")}
         self._holding: dict[RunId, StepWork] = {}
         """Runs taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
         self._finished: list[Finished] = []
         self._finished_more = anyio.Event()
-        self._busy = 0
-        """Runs started (called, or waiting to be committed and handed on): at most the spec's concurrency."""
-        self._room = anyio.Event()
-        self._waiting_for_room = False
         self._closed = False
 
     def abandon(self) -> list[Lease]:
@@ -87,29 +85,27 @@ class StepActor:
         forward: MemoryObjectSendStream[StepWork] | None,
         failures: MemoryObjectSendStream[Compensation],
     ) -> None:
-        """Call the step for every run that arrives; a committer hands the finished ones on."""
-        self._busy = 0
+        """Call the step for every run that arrives; a committer hands the finished ones on.
+
+        Calls run in workers (started as they are needed, up to the spec's concurrency, and kept),
+        or inline for an instant step.
+        """
         self._closed = False
-        async with anyio.create_task_group() as calls:
-            calls.start_soon(self._commit_finished, forward, failures)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._commit_finished, forward, failures)
+            workers = Workers(self._call, self.spec.concurrency, tasks)
             async for first in inbox:
                 arrived = take_waiting(first, inbox, self._batch_limit)  # no wait between them
                 for work in arrived:
                     self._holding[work.lease.run_id] = work
                 for work in arrived:
-                    while self._busy >= self.spec.concurrency:
-                        await self._wait_for_room()
-                    self._busy += 1
                     if self.spec.instant:
                         self._finish(work, await self._caller.call(work))
                     else:
-                        calls.start_soon(self._call, work)
+                        workers.put(work)
+            workers.close()
             self._closed = True
             self._finished_more.set()
-
-    async def _wait_for_room(self) -> None:
-        self._waiting_for_room = True
-        await self._room.wait()
 
     async def _call(self, work: StepWork) -> None:
         self._in_flight.inc()
@@ -127,12 +123,7 @@ class StepActor:
         self._finished_more.set()
 
     def _done(self, lease: Lease) -> None:
-        if self._holding.pop(lease.run_id, None) is not None:
-            self._busy -= 1
-            if self._waiting_for_room:
-                self._waiting_for_room = False
-                self._room.set()
-                self._room = anyio.Event()
+        self._holding.pop(lease.run_id, None)
 
     async def _commit_finished(
         self, forward: MemoryObjectSendStream[StepWork] | None, failures: MemoryObjectSendStream[Compensation]
@@ -194,7 +185,7 @@ class StepActor:
             return await self._commit([StepWrite(writes[0].lease, failure=bounded(f"{step}: {error}"))])
         elapsed = time.perf_counter() - started
         for write in writes:
-            self._metrics.step_duration.labels(step, "ok" if write.failure is None else "failed").observe(elapsed)
+            self._commit_durations["ok" if write.failure is None else "failed"].observe(elapsed)
         return committed, list(writes)
 
     async def _hand_on(

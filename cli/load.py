@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -56,18 +57,43 @@ class Progress:
         return Counter(f.outcome for f in self.finished.values())
 
 
-async def submit_all(runs: RunStore, outcomes: list[Ending], rate: float, progress: Progress, ids: list[RunId]) -> None:
-    """Submit every brief: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s (open loop)."""
+def brief_for(ending: Ending, seed: int, destination: str | None) -> dict[str, Any]:
+    """A sample brief; its package goes to ``destination`` when one is given (an HTTP endpoint, say)."""
+    brief = sample_brief(ending, seed)
+    if destination is not None:
+        brief["delivery"] = {**brief["delivery"], "destination": destination}
+    return brief
+
+
+async def submit_all(
+    runs: RunStore,
+    outcomes: list[Ending],
+    rate: float,
+    progress: Progress,
+    ids: list[RunId],
+    destination: str | None = None,
+) -> None:
+    """Submit every brief: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s (open loop).
+
+    In the open loop each batch goes out on time in a task of its own: a slow submission (a
+    database far away) does not hold up the next one.
+    """
     started = time.monotonic()
     batch = SUBMIT_BATCH if rate <= 0 else max(1, min(SUBMIT_BATCH, int(rate / 50)))
-    for start in range(0, len(outcomes), batch):
-        if rate > 0:
-            due = started + start / rate
-            await anyio.sleep(max(0.0, due - time.monotonic()))
-        chunk = [(sample_brief(o, start + n), None) for n, o in enumerate(outcomes[start : start + batch])]
+
+    async def submit(start: int) -> None:
+        chunk = [(brief_for(o, start + n, destination), None) for n, o in enumerate(outcomes[start : start + batch])]
         results = await runs.submit_many(chunk)
         ids.extend(run_id for run_id, _ in results)
         progress.submitted += len(results)
+
+    async with anyio.create_task_group() as tg:
+        for start in range(0, len(outcomes), batch):
+            if rate > 0:
+                await anyio.sleep(max(0.0, started + start / rate - time.monotonic()))
+                tg.start_soon(submit, start)
+            else:
+                await submit(start)
 
 
 async def follow(

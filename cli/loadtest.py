@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -18,16 +18,35 @@ import typer
 from anyio.abc import Process
 from rich.progress import Progress as Bar
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.engine import make_url
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
 from sagad.cli.load import Mix, Progress, follow, submit_all
-from sagad.cli.report import LoadReport
+from sagad.cli.report import Deliveries, LoadReport
+from sagad.cli.vitals import Vitals, Watched, watch
 from sagad.domain.runs import RunId
 from sagad.endpoint import announced, answer
+from sagad.loadtest.receiver import Receiver
 from sagad.store.audit import audit_database
 from sagad.store.runs import RunStore
 
 Fraction = Annotated[float, typer.Option(min=0.0, max=1.0)]
+
+
+LOADTEST_APPLICATION = "sagad-loadtest"
+"""The load test's own connections, told apart from the daemons' when it counts theirs."""
+
+
+def _named(url: str, application: str) -> str:
+    return make_url(url).update_query_dict({"application_name": application}).render_as_string(hide_password=False)
+
+
+async def _fresh_journal() -> Path:
+    """Where the load test's delivery endpoint keeps what it accepted: new for each load test."""
+    journal = anyio.Path(".sagad") / "loadtest-deliveries.jsonl"
+    await journal.parent.mkdir(exist_ok=True)
+    await journal.write_bytes(b"")
+    return Path(journal)
 
 
 def _daemon_command(n: int, options: list[str]) -> list[str]:
@@ -37,8 +56,8 @@ def _daemon_command(n: int, options: list[str]) -> list[str]:
 
 
 @asynccontextmanager
-async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIterator[list[Process]]:
-    """``count`` daemon processes on ``url``; stopped (SIGTERM, then drained) when the block ends."""
+async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIterator[list[Watched]]:
+    """``count`` daemon processes on ``url``, each ready; stopped (SIGTERM, then drained) when the block ends."""
     logs = anyio.Path(".sagad")
     if count:
         try:
@@ -46,6 +65,7 @@ async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIter
         except OSError as error:
             fail(f"cannot create the folder of the daemons' logs {await logs.absolute()}: {error.strerror or error}")
     processes: list[Process] = []
+    started: list[Watched] = []
     try:
         for n in range(count):
             log = logs / f"loadtest-daemon-{n}.log"
@@ -54,8 +74,8 @@ async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIter
                 fd = out.wrapped.fileno()
                 env = {**os.environ, "SAGAD_DATABASE_URL": url}
                 processes.append(await anyio.open_process(_daemon_command(n, options), stdout=fd, stderr=fd, env=env))
-            await _wait_ready(processes[-1], log)
-        yield processes
+            started.append(Watched(processes[-1].pid, await _wait_ready(processes[-1], log)))
+        yield started
     finally:
         with anyio.move_on_after(30, shield=True):
             for process in processes:
@@ -65,13 +85,16 @@ async def started_daemons(url: str, count: int, options: list[str]) -> AsyncIter
                 await process.wait()
 
 
-async def _wait_ready(process: Process, log: anyio.Path, seconds: float = 60) -> None:
-    """Wait until the daemon answers /readyz (it has claimed), so that its start-up is not measured as latency."""
+async def _wait_ready(process: Process, log: anyio.Path, seconds: float = 60) -> str:
+    """Wait until the daemon answers /readyz (it has claimed), so that its start-up is not measured as latency.
+
+    Returns the daemon's endpoint.
+    """
     with anyio.move_on_after(seconds):
         while process.returncode is None:
             url = announced(await log.read_text(errors="replace"))
             if url is not None and await anyio.to_thread.run_sync(answer, f"{url}/readyz") == 200:
-                return
+                return url
             await anyio.sleep(0.05)
         fail(f"a daemon exited with {process.returncode} at start; see {log}")
     fail(f"a daemon was not ready (its /readyz) within {seconds:g} s; see {log}")
@@ -121,6 +144,23 @@ def loadtest_command(
     timeout: Annotated[
         float, typer.Option(min=1.0, envvar="SAGAD_LOADTEST_TIMEOUT", help="Seconds to wait for every run to end.")
     ] = 600.0,
+    step_latency: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAD_LOADTEST_STEP_LATENCY",
+            help="MEDIAN_MS:P99_MS: the started daemons wait that long (lognormal) before every step's call, "
+            "as real services would (their --simulate-latency).",
+            show_default=False,
+        ),
+    ] = None,
+    deliver_http: Annotated[
+        bool,
+        typer.Option(
+            "--deliver-http",
+            envvar="SAGAD_LOADTEST_DELIVER_HTTP",
+            help="Start a delivery endpoint on loopback; every package is POSTed to it (and checked once each).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", envvar="SAGAD_LOADTEST_JSON", help="Print JSON.")] = False,
     plot: Annotated[
         Path | None,
@@ -137,10 +177,24 @@ def loadtest_command(
         fail(str(error))
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
         fail("--plot needs matplotlib: pip install 'sagad[plot]'")
+    if (step_latency or deliver_http) and not daemons:
+        fail("--step-latency and --deliver-http configure the daemons the load test starts: give --daemons 1 or more")
+    options = [*(daemon_option or [])]
+    if step_latency:
+        options += ["--simulate-latency", step_latency]
     url = resolve_url(database_url)
 
     async def main() -> int:
-        async with migrated_database(url) as db, started_daemons(url, daemons, daemon_option or []):
+        async with AsyncExitStack() as stack:
+            destination = None
+            receiver = None
+            if deliver_http:
+                receiver = await stack.enter_async_context(Receiver(await _fresh_journal()))
+                destination = f"{receiver.url}/packages"
+                options.extend(["--delivery-hosts", f"127.0.0.1:{receiver.port}"])
+            db = await stack.enter_async_context(migrated_database(_named(url, LOADTEST_APPLICATION), max_size=8))
+            watched = await stack.enter_async_context(started_daemons(url, daemons, options))
+            vitals = Vitals()
             store = RunStore(db)
             progress = Progress()
             ids: list[RunId] = []
@@ -168,10 +222,16 @@ def loadtest_command(
 
                 with anyio.move_on_after(timeout):
                     async with anyio.create_task_group() as tg:
-                        tg.start_soon(submit_all, store, mix.shuffled(), rate, progress, ids)
+                        if watched:
+                            tg.start_soon(watch, db, watched, vitals, LOADTEST_APPLICATION)
+                        tg.start_soon(submit_all, store, mix.shuffled(), rate, progress, ids, destination)
                         await follow(store, ids, runs, progress, show)
+                        tg.cancel_scope.cancel()
             audit = await audit_database(db)
-        report = LoadReport.build(mix, list(progress.finished.values()), audit)
+            deliveries = None if receiver is None else Deliveries.check(receiver.summary(), progress.finished)
+        report = LoadReport.build(
+            mix, list(progress.finished.values()), audit, vitals=vitals if watched else None, deliveries=deliveries
+        )
         print(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
         if plot is not None:
             from sagad.cli.plot import draw  # noqa: PLC0415  (matplotlib is an optional extra)

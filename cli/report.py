@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sagad.cli.load import Mix
+from sagad.cli.vitals import Vitals
+from sagad.content.delivery import idempotency_key
+from sagad.domain.runs import RunId
+from sagad.loadtest.journal import JournalSummary
 from sagad.store.records import AuditReport, RunEnd
 
 
@@ -23,6 +28,38 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 @dataclass(frozen=True, slots=True)
+class Deliveries:
+    """What the load test's delivery endpoint received, against how the runs ended."""
+
+    accepted: int
+    completed_not_accepted: int
+    accepted_more_than_once: int
+    compensated_still_delivered: int
+    retracted: int
+
+    @classmethod
+    def check(cls, summary: JournalSummary, finished: Mapping[RunId, RunEnd]) -> Deliveries:
+        completed = {idempotency_key(run) for run, end in finished.items() if end.outcome == "completed"}
+        compensated = {idempotency_key(run) for run, end in finished.items() if end.outcome == "compensated"}
+        delivered = set(summary.accepted) - set(summary.retracted)
+        return cls(
+            accepted=len(summary.accepted),
+            completed_not_accepted=len(completed - set(summary.accepted)),
+            accepted_more_than_once=sum(1 for n in summary.accepted.values() if n > 1),
+            compensated_still_delivered=len(compensated & delivered),
+            retracted=len(summary.retracted),
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Every completed run's package accepted exactly once; none of a compensated run's left delivered."""
+        return not (self.completed_not_accepted or self.accepted_more_than_once or self.compensated_still_delivered)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **{name: getattr(self, name) for name in self.__slots__}}
+
+
+@dataclass(frozen=True, slots=True)
 class LoadReport:
     runs: int
     unfinished: int
@@ -32,9 +69,19 @@ class LoadReport:
     latency_ms: dict[str, dict[str, float]]
     compensation_ms: dict[str, float]
     audit: AuditReport
+    vitals: Vitals | None = None
+    deliveries: Deliveries | None = None
 
     @classmethod
-    def build(cls, mix: Mix, finished: list[RunEnd], audit: AuditReport) -> LoadReport:
+    def build(
+        cls,
+        mix: Mix,
+        finished: list[RunEnd],
+        audit: AuditReport,
+        *,
+        vitals: Vitals | None = None,
+        deliveries: Deliveries | None = None,
+    ) -> LoadReport:
         runs = sum(mix.counts.values())
         seconds = 0.0
         if finished:
@@ -52,6 +99,8 @@ class LoadReport:
             latency_ms={outcome: percentiles(values) for outcome, values in sorted(by_outcome.items())},
             compensation_ms=percentiles(compensation),
             audit=audit,
+            vitals=vitals,
+            deliveries=deliveries,
         )
 
     @property
@@ -64,7 +113,8 @@ class LoadReport:
 
     @property
     def ok(self) -> bool:
-        return not self.unfinished and self.outcomes_match and self.audit.clean
+        delivered = self.deliveries is None or self.deliveries.ok
+        return not self.unfinished and self.outcomes_match and self.audit.clean and delivered
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +129,8 @@ class LoadReport:
             "latency_ms": {k: {q: round(v, 2) for q, v in p.items()} for k, p in self.latency_ms.items()},
             "compensation_latency_ms": {q: round(v, 2) for q, v in self.compensation_ms.items()},
             "audit": self.audit.as_dict(),
+            **({"daemons": self.vitals.as_dict()} if self.vitals else {}),
+            **({"deliveries": self.deliveries.as_dict()} if self.deliveries else {}),
         }
 
     def render(self) -> str:
@@ -93,6 +145,20 @@ class LoadReport:
         if self.compensation_ms:
             lines.append(
                 f"compensation {'':7} " + "  ".join(f"{q} {v:8.1f} ms" for q, v in self.compensation_ms.items())
+            )
+        if self.vitals:
+            v = self.vitals
+            lines.append(
+                f"daemons: at most {v.most_in_flight} runs in flight, {v.most_connections} database connections; "
+                f"RSS {v.rss_start_kib / 1024:.0f} -> {v.rss_peak_kib / 1024:.0f} MiB "
+                f"({v.rss_per_run_in_flight_kib:.1f} KiB a run in flight); "
+                f"event loop lag p99 {v.lag_p99_seconds * 1000:.1f} ms"
+            )
+        if self.deliveries:
+            d = self.deliveries
+            lines.append(
+                f"deliveries: {d.accepted} packages accepted, {d.retracted} retracted; "
+                + ("every completed run's once, no compensated run's" if d.ok else f"WRONG: {d.as_dict()}")
             )
         lines.append(self.audit.render())
         return "\n".join(lines)
