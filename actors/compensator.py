@@ -42,11 +42,20 @@ class Compensator:
 
     async def run(self, inbox: MemoryObjectReceiveStream[Compensation]) -> None:
         again: list[Compensation] = []  # runs whose row another transaction held last time
+        ended = False
         while True:
             if again:
+                # Tried again after a pause, with whatever arrives meanwhile (up to the batch limit).
+                batch = again
                 with anyio.move_on_after(_LOCKED_PAUSE_SECONDS):
-                    again.append(await inbox.receive())
-                batch = again + take_available(inbox, self._batch_limit - len(again))
+                    while len(batch) < self._batch_limit and not ended:
+                        try:
+                            batch.append(await inbox.receive())
+                        except anyio.EndOfStream:
+                            ended = True
+                batch += take_available(inbox, self._batch_limit - len(batch))
+            elif ended:
+                return
             else:
                 try:
                     first = await inbox.receive()
@@ -76,9 +85,25 @@ class Compensator:
             self._metrics.compensation_failures.inc()
             if len(batch) == 1:
                 raise  # the supervisor frees the run; the next claim compensates it again
-            return [message for single in batch for message in await self._compensate([single])]
+            return await self._compensate_one_by_one(batch)
         self._metrics.compensation_duration.observe(time.perf_counter() - started)
         return self._record(batch, committed)
+
+    async def _compensate_one_by_one(self, batch: Sequence[Compensation]) -> list[Compensation]:
+        """Each run on its own; the runs the database refuses are given back (by the supervisor) after the others."""
+        again: list[Compensation] = []
+        refused: list[Compensation] = []
+        error: PermanentDatabaseError | None = None
+        for message in batch:
+            try:
+                again += await self._compensate([message])
+            except PermanentDatabaseError as refusal:
+                refused.append(message)
+                error = refusal
+        if error is not None:
+            self._holding = refused
+            raise error
+        return again
 
     def _record(self, batch: Sequence[Compensation], committed: Committed) -> list[Compensation]:
         for table, count in committed.rows.items():

@@ -151,11 +151,6 @@ async def test_a_permanent_store_error_splits_the_batch_and_the_offending_run_cr
     assert scene.sample("sagad_db_errors_total", kind="permanent") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Compensator._compensate splits a refused batch in a comprehension that the first refused run "
-    "aborts: the runs after it are never tried, and are given back with it",
-)
 async def test_a_permanent_store_error_compensates_every_other_run_of_the_batch(scene: Scene) -> None:
     bad, after = await compensating(scene, 2)
     scene.store.fail("compensate", PermanentDatabaseError, runs=[bad.lease.run_id], times=None)
@@ -167,11 +162,6 @@ async def test_a_permanent_store_error_compensates_every_other_run_of_the_batch(
     assert compensated(scene, [after])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Compensator.run appends a newly arrived run to the skipped ones and then takes "
-    "batch_limit - len(again) more, so a retried batch can hold batch_limit + 1 runs",
-)
 async def test_a_retried_batch_takes_no_more_than_the_batch_limit(scene: Scene) -> None:
     first, second, late = await compensating(scene, 3)
     scene.store.lock(first.lease.run_id)
@@ -194,12 +184,6 @@ async def test_a_compensator_that_crashed_gives_back_the_batch_it_held(scene: Sc
         gate.open()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=anyio.EndOfStream,
-    reason="Compensator.run waits for more runs with inbox.receive() while skipped runs wait for their retry, "
-    "and does not catch EndOfStream there: a closed inbox crashes it instead of ending it",
-)
 async def test_a_closed_inbox_ends_the_compensator_once_its_skipped_runs_are_compensated(scene: Scene) -> None:
     locked, free = await compensating(scene, 2)
     scene.store.lock(locked.lease.run_id)

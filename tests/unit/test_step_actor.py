@@ -105,7 +105,7 @@ async def test_no_more_calls_are_in_flight_than_the_step_concurrency(scene: Scen
     assert scene.sample("sagad_step_calls_in_flight", step=SECOND.value) == 0
 
 
-async def test_an_instant_step_is_called_inline_and_any_other_in_a_task_of_its_own(scene: Scene) -> None:
+async def test_an_instant_step_is_called_inline_and_any_other_in_a_worker_task(scene: Scene) -> None:
     callers: dict[bool, set[int]] = {True: set(), False: set()}
     deadlines: dict[bool, set[float]] = {True: set(), False: set()}
 
@@ -124,7 +124,7 @@ async def test_an_instant_step_is_called_inline_and_any_other_in_a_task_of_its_o
             await receive(lanes.forward, 3)
 
     assert len(callers[True]) == 1  # the actor's own task, every time
-    assert len(callers[False]) == 3
+    assert 1 <= len(callers[False]) <= 3  # workers, started as needed and kept
     assert not callers[True] & callers[False]
     assert deadlines[True] == {math.inf}
     assert all(deadline < math.inf for deadline in deadlines[False])
