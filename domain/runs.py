@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +13,26 @@ from typing import Any, NewType
 from sagad.domain.steps import Step
 
 RunId = NewType("RunId", uuid.UUID)
+
+
+def new_run_id() -> RunId:
+    """A new run's id, ordered by time (UUIDv7: the Unix time in milliseconds, then 74 random bits).
+
+    Every index of every business table leads with ``run_id``: with ids that grow with time, a new
+    run's rows land at the right-hand end of each index, on pages already in memory, instead of on a
+    random page of an index that outgrew the cache long ago.
+    """
+    millis = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    rand_a, rand_b = random_bits >> 62 & _RAND_A, random_bits & _RAND_B
+    return RunId(uuid.UUID(int=(millis & _MILLIS) << 80 | _VERSION_7 | rand_a << 64 | _VARIANT | rand_b))
+
+
+_MILLIS = (1 << 48) - 1
+_VERSION_7 = 0x7 << 76
+_RAND_A = (1 << 12) - 1
+_VARIANT = 0b10 << 62
+_RAND_B = (1 << 62) - 1
 WorkerId = NewType("WorkerId", str)
 LeaseToken = NewType("LeaseToken", int)
 """The fencing token: every claim of a run increments it, so an older holder's writes are refused."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId, new_run_id
 from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
@@ -137,7 +137,7 @@ class RunStore:
 
     async def submit_many(self, briefs: Sequence[tuple[Any, str | None]]) -> list[tuple[RunId, bool]]:
         """Submit several runs in one statement; each result says whether the run is new."""
-        ids = [uuid.uuid4() for _ in briefs]
+        ids = [new_run_id() for _ in briefs]
         keys = [key for _, key in briefs]
         payloads = [json.dumps(brief) for brief, _ in briefs]
         inserted = await self._db.fetch(_SUBMIT, ids, keys, payloads, SUBMITTED_CHANNEL)
