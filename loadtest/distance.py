@@ -17,7 +17,7 @@ from typing import Annotated
 
 import anyio
 import typer
-from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream
+from anyio.abc import ByteStream, Listener, SocketAttribute, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 
@@ -30,7 +30,7 @@ class DelayProxy:
         self.upstream = (host, port)
         self.delay = delay_seconds
         self.port = listen_port
-        self._listener: SocketListener | None = None
+        self._listener: Listener[SocketStream] | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> DelayProxy:
