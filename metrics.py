@@ -133,7 +133,8 @@ class Metrics:
         )
         self.runs_by_status = Gauge(
             "sagad_runs_by_status",
-            "Runs in the database by status, sampled by each daemon (a database-wide view).",
+            "Runs in the database by status, sampled by each daemon (a database-wide view): pending, running "
+            "and compensating counted, completed and compensated estimated from the server's statistics.",
             ["status"],
             registry=r,
         )

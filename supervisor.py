@@ -61,6 +61,15 @@ class Settings:
     """Claims a run may take before it is failed as a poison run."""
     undo_retry_seconds: float = 30.0
     """How long a run whose undo kept failing waits, compensating, before it is tried again."""
+    commits_in_flight: int = 3
+    """Commits of one step in flight at once: more than one only when the database is far away."""
+
+    @property
+    def pool_size(self) -> int:
+        """Connections the daemon needs: each step's commits in flight, and one each for the claimer,
+        the compensator, the renewer, the sampler and the submission listener, and two to spare for a
+        connection being replaced after an error."""
+        return 5 * self.commits_in_flight + 7
 
 
 class _Supervised(Protocol):
@@ -124,6 +133,7 @@ class Supervisor:
                 metrics=self.metrics,
                 faults=self._faults,
                 batch_limit=s.batch_limit,
+                commits_in_flight=s.commits_in_flight,
                 relay=FailureRelay(
                     spec,
                     store=self._steps,

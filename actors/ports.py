@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from sagad.domain.rows import Committed, StepWrite
-from sagad.domain.runs import ClaimedRun, Lease, RunId, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, RunId, StatusSample, WorkerId
 from sagad.domain.steps import Step
 
 
@@ -34,7 +34,7 @@ class RunLeases(Protocol):
 
     async def taken_over(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]: ...
 
-    async def count_by_status(self) -> dict[str, int]: ...
+    async def sample_statuses(self) -> StatusSample: ...
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int: ...
 

@@ -7,7 +7,7 @@ import logging
 import anyio
 
 from sagad.actors.ports import Plans, RunLeases
-from sagad.domain.runs import STATUS_NAMES, Lease
+from sagad.domain.runs import Lease, RunStatus, StatusSample
 from sagad.errors import TransientDatabaseError
 from sagad.metrics import Metrics
 
@@ -23,10 +23,12 @@ def outgrown(size: int, planned_for: int) -> bool:
 
 
 class StatusSampler:
-    """Every few seconds, counts runs by status and the claimed runs whose lease ran out.
+    """Every few seconds, samples runs by status and counts the claimed runs whose lease ran out.
 
-    The counts also tell how far the tables have grown: when they have doubled, the statement
-    plans made for smaller tables are refreshed.
+    The backlog is counted, finished runs are estimated (see ``RunStore.sample_statuses``): the
+    sample costs the same with a thousand finished runs as with a billion. It also tells how far the
+    tables have grown: when they have doubled, the statement plans made for smaller tables are
+    refreshed.
     """
 
     def __init__(self, *, store: RunLeases, plans: Plans, metrics: Metrics, every_seconds: float) -> None:
@@ -42,19 +44,20 @@ class StatusSampler:
     async def run(self) -> None:
         while True:
             try:
-                counts = await self._store.count_by_status()
+                sample = await self._store.sample_statuses()
                 overdue = await self._store.count_overdue()
             except TransientDatabaseError as error:
                 log.warning("status sampling failed: %s", error)
             else:
-                for status in STATUS_NAMES:
-                    self._metrics.runs_by_status.labels(status).set(counts.get(status, 0))
+                for status in RunStatus:
+                    count = sample.finished.get(status, 0) if status.is_terminal else sample.in_flight.get(status, 0)
+                    self._metrics.runs_by_status.labels(status.value).set(count)
                 self._metrics.runs_overdue.set(overdue)
-                self._replan_if_grown(counts)
+                self._replan_if_grown(sample)
             await anyio.sleep(self._every)
 
-    def _replan_if_grown(self, counts: dict[str, int]) -> None:
-        sizes = (sum(counts.values()), counts.get("completed", 0) + counts.get("compensated", 0))
+    def _replan_if_grown(self, sample: StatusSample) -> None:
+        sizes = (sample.total, sample.total - sum(sample.in_flight.values()))
         if any(outgrown(size, before) for size, before in zip(sizes, self._planned_for, strict=True)):
             log.info("tables have grown to %d runs (%d finished): refreshing statement plans", *sizes)
             self._plans.refresh_plans()

@@ -9,6 +9,7 @@ failure relay, or out of the daemon as completed. A step declared ``instant`` is
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 # nothing else is waiting: enough not to spin on a lock held for long.
 _LOCKED_PAUSE_SECONDS = 0.05
 
-Finished = tuple[StepWork, Called]
+Finished = tuple[StepWork, Called, float]
 
 
 class StepActor:
@@ -52,6 +53,8 @@ class StepActor:
         faults: FaultPoints,
         batch_limit: int,
         relay: FailureRelay,
+        commits_in_flight: int = 4,
+        pipeline_after_seconds: float = 0.005,
     ) -> None:
         self.spec = spec
         self.step = spec.step
@@ -69,7 +72,11 @@ class StepActor:
         self._holding: dict[RunId, StepWork] = {}
         """Runs taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
         self._finished: list[Finished] = []
-        self._finished_more = anyio.Event()
+        """Runs whose call finished, waiting to be committed, with when they finished."""
+        self._changed = anyio.Event()
+        self._committing = 0
+        self._commits_in_flight = commits_in_flight
+        self._pipeline_after = pipeline_after_seconds
         self._closed = False
 
     def abandon(self) -> list[Lease]:
@@ -91,6 +98,7 @@ class StepActor:
         or inline for an instant step.
         """
         self._closed = False
+        self._committing = 0
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._commit_finished, forward, failures)
             workers = Workers(self._call, self.spec.concurrency, tasks)
@@ -105,7 +113,7 @@ class StepActor:
                         workers.put(work)
             workers.close()
             self._closed = True
-            self._finished_more.set()
+            self._changed.set()
 
     async def _call(self, work: StepWork) -> None:
         self._in_flight.inc()
@@ -119,8 +127,8 @@ class StepActor:
             self._finish(work, called)
 
     def _finish(self, work: StepWork, called: Called) -> None:
-        self._finished.append((work, called))
-        self._finished_more.set()
+        self._finished.append((work, called, time.monotonic()))
+        self._changed.set()
 
     def _done(self, lease: Lease) -> None:
         self._holding.pop(lease.run_id, None)
@@ -128,26 +136,57 @@ class StepActor:
     async def _commit_finished(
         self, forward: MemoryObjectSendStream[StepWork] | None, failures: MemoryObjectSendStream[Compensation]
     ) -> None:
-        """Commit what finished since the last commit, as one statement, then hand each run on."""
-        while True:
-            while not self._finished:
-                if self._closed and not self._holding:
-                    return
-                await self._finished_more.wait()
-                self._finished_more = anyio.Event()
-            batch = self._finished[: self._batch_limit]
-            del self._finished[: len(batch)]
-            committed, writes = await self._commit([self._write(work, called) for work, called in batch])
+        """Commit what finished since the last commit, as one statement, then hand each run on.
+
+        One commit is in flight at a time while commits are quick (the next batch gathers meanwhile);
+        when runs have waited ``pipeline_after`` seconds behind a commit in flight (a database far
+        away), another starts beside it, up to ``commits_in_flight``.
+        """
+        async with anyio.create_task_group() as commits:
+            while True:
+                if not self._finished:
+                    if self._closed and not self._holding and not self._committing:
+                        return
+                    await self._wait_for_change()
+                    continue
+                if self._committing:
+                    waited = time.monotonic() - self._finished[0][2]
+                    if self._committing >= self._commits_in_flight or waited < self._pipeline_after:
+                        limit = None if self._committing >= self._commits_in_flight else self._pipeline_after - waited
+                        await self._wait_for_change(limit)
+                        continue
+                batch = self._finished[: self._batch_limit]
+                del self._finished[: len(batch)]
+                self._committing += 1
+                commits.start_soon(self._commit_and_hand_on, batch, forward, failures)
+
+    async def _wait_for_change(self, seconds: float | None = None) -> None:
+        """Until a run finishes its call or a commit ends (or ``seconds`` pass)."""
+        with anyio.move_on_after(math.inf if seconds is None else seconds):
+            await self._changed.wait()
+        self._changed = anyio.Event()
+
+    async def _commit_and_hand_on(
+        self,
+        batch: list[Finished],
+        forward: MemoryObjectSendStream[StepWork] | None,
+        failures: MemoryObjectSendStream[Compensation],
+    ) -> None:
+        try:
+            committed, writes = await self._commit([self._write(work, called) for work, called, _ in batch])
             await self._faults.after_step_commit(self.step, [write.lease for write in writes])
             again = [finished for finished in batch if finished[0].lease.run_id in committed.skipped]
-            for (work, called), write in zip(batch, writes, strict=True):
+            for (work, called, _), write in zip(batch, writes, strict=True):
                 if work.lease.run_id not in committed.skipped:
                     await self._hand_on(work, called, write, committed, forward, failures)
             if again:
                 self._metrics.step_retries.labels(self.step.value, "locked").inc(len(again))
-                self._finished.extend(again)
                 if len(again) == len(batch):
                     await anyio.sleep(_LOCKED_PAUSE_SECONDS)
+                self._finished.extend(again)
+        finally:
+            self._committing -= 1
+            self._changed.set()
 
     @staticmethod
     def _write(work: StepWork, called: Called) -> StepWrite:

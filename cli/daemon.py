@@ -22,10 +22,6 @@ from sagad.supervisor import Settings, Supervisor
 
 log = logging.getLogger("sagad")
 
-# One connection each for the claimer, five step actors, compensator, renewer, sampler and the
-# submission listener, and two to spare for a connection being replaced after an error.
-POOL_SIZE = 12
-
 
 def parse_hosts(value: str) -> frozenset[str]:
     """``host[:port],...`` as a set, or a message naming the option."""
@@ -193,7 +189,8 @@ def daemon_command(
 
     async def main() -> None:
         # Every connection opened (and its types looked up) before the first run, not during it.
-        async with migrated_database(database_url, max_size=POOL_SIZE, min_size=POOL_SIZE) as db:
+        pool = settings.pool_size
+        async with migrated_database(database_url, max_size=pool, min_size=pool) as db:
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
                 await tg.start(_watch_signals, stop, tg.cancel_scope)

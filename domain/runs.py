@@ -84,3 +84,15 @@ class ClaimedRun:
     attempts: int
     outputs: Mapping[Step, Any]
     """The outputs of the steps it has committed (JSON values), for the steps after them."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSample:
+    """Runs in the database by status, as a sampler sees them without reading the whole table."""
+
+    in_flight: Mapping[RunStatus, int]
+    """Pending, running and compensating runs: counted exactly (the backlog)."""
+    finished: Mapping[RunStatus, int]
+    """Completed and compensated runs: estimated from the server's statistics."""
+    total: int
+    """All runs: estimated from the server's statistics."""

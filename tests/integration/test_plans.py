@@ -9,7 +9,7 @@ import pytest
 
 from sagad.actors.sampler import REPLAN_FROM, StatusSampler
 from sagad.domain.rows import StepWrite
-from sagad.domain.runs import Lease, LeaseToken, RunId, WorkerId
+from sagad.domain.runs import Lease, LeaseToken, RunId, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from sagad.metrics import Metrics
 from sagad.store.db import Database
@@ -71,18 +71,18 @@ class _RecordedRefreshes:
 
 
 class _CountedSamples(RunStore):
-    """The real store, counting the sampler's passes (each begins with a count by status)."""
+    """The real store, counting the sampler's passes (each begins with a sample of statuses)."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.begun = 0
         self._next = anyio.Event()
 
-    async def count_by_status(self) -> dict[str, int]:
+    async def sample_statuses(self) -> StatusSample:
         self.begun += 1
         self._next.set()
         self._next = anyio.Event()
-        return await super().count_by_status()
+        return await super().sample_statuses()
 
     async def passes(self, n: int, seconds: float = 10) -> None:
         """Return once ``n`` whole passes have run from now (a pass ends when the next one begins)."""

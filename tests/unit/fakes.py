@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from sagad.actors.relay import FailureRelay
 from sagad.actors.step import StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
 from sagad.domain.rows import Committed, Row, StepWrite
-from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
@@ -388,12 +389,14 @@ class FakeStore:
                 taken.add(run.run_id)
         return taken
 
-    async def count_by_status(self) -> dict[str, int]:
-        await self._enter("count_by_status")
-        counts: dict[str, int] = {}
-        for run in self.runs.values():
-            counts[run.status.value] = counts.get(run.status.value, 0) + 1
-        return counts
+    async def sample_statuses(self) -> StatusSample:
+        await self._enter("sample_statuses")
+        counts = Counter(run.status for run in self.runs.values())
+        return StatusSample(
+            in_flight={status: n for status, n in counts.items() if not status.is_terminal},
+            finished={status: n for status, n in counts.items() if status.is_terminal},
+            total=len(self.runs),
+        )
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
         await self._enter("count_overdue")

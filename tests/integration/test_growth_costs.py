@@ -1,0 +1,56 @@
+"""What a daemon reads every few seconds costs the same however many finished runs the tables hold."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sagad.domain.runs import RunStatus
+from sagad.store.db import Database
+from sagad.store.runs import _IN_FLIGHT, RunStore
+
+pytestmark = pytest.mark.anyio
+
+_FINISHED = """
+    INSERT INTO workflow_runs (id, brief, status, next_step, available_at, finished_at, failed_step, last_error)
+    SELECT gen_random_uuid(), '{}', s, CASE s WHEN 'completed' THEN 5 ELSE 3 END, NULL, now(),
+           CASE s WHEN 'compensated' THEN 'qc_evaluate' END, CASE s WHEN 'compensated' THEN 'x' END
+    FROM generate_series(1, $1::int) AS n, LATERAL (SELECT CASE WHEN n % 10 = 0 THEN 'compensated'
+                                                           ELSE 'completed' END) AS status(s)
+"""
+_PENDING = "INSERT INTO workflow_runs (id, brief) SELECT gen_random_uuid(), '{}' FROM generate_series(1, $1::int)"
+
+
+def _scans(plan: Any) -> set[str]:
+    """Every node type of a JSON plan."""
+    found = {plan["Node Type"]}
+    for child in plan.get("Plans", []):
+        found |= _scans(child)
+    return found
+
+
+async def test_the_backlog_is_counted_and_finished_runs_estimated_without_reading_them(
+    db: Database, runs: RunStore
+) -> None:
+    await db.fetch(_FINISHED, 30_000)
+    await db.fetch(_PENDING, 40)
+    await db.fetch("ANALYZE workflow_runs")
+    sample = await runs.sample_statuses()
+    assert sample.in_flight == {RunStatus.PENDING: 40}
+    assert sample.finished[RunStatus.COMPLETED] == pytest.approx(27_000, rel=0.05)
+    assert sample.finished[RunStatus.COMPENSATED] == pytest.approx(3_000, rel=0.2)
+    assert sample.total == pytest.approx(30_040, rel=0.05)
+
+    [explained] = await db.fetch(f"EXPLAIN (FORMAT JSON) {_IN_FLIGHT}")
+    nodes = _scans(json.loads(explained[0])[0]["Plan"])
+    assert "Seq Scan" not in nodes, nodes
+
+
+async def test_a_table_never_analyzed_still_gives_an_exact_backlog(db: Database, runs: RunStore) -> None:
+    await db.fetch(_PENDING, 25)
+    sample = await runs.sample_statuses()
+    assert sample.in_flight == {RunStatus.PENDING: 25}
+    assert sample.total >= 25
+    assert set(sample.finished.values()) <= {0}
