@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from sagad.cli.audit import audit_command
 from sagad.cli.common import DatabaseUrl, apply_migrations, fail, migrated_database, run_async
 from sagad.cli.daemon import daemon_command
 from sagad.cli.demo import demo_command
@@ -18,7 +19,6 @@ from sagad.content.brief import MAX_BRIEF_BYTES, parse_brief
 from sagad.domain.runs import RunId
 from sagad.errors import InvalidBrief
 from sagad.store import migrate as migrations
-from sagad.store.audit import audit_database
 from sagad.store.runs import RunStore
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 app.command("run", help="Run the daemon in the foreground until SIGTERM or SIGINT.")(daemon_command)
 app.command("demo", help="Push the example briefs through a daemon and print each outcome.")(demo_command)
+app.command("audit", help="Check the invariants: exit 0 when clean, 1 with a report otherwise.")(audit_command)
 app.command("loadtest", help="Drive daemons with a known mix of briefs; report throughput, latency, audit.")(
     loadtest_command
 )
@@ -99,31 +100,6 @@ def status_command(
             return 1
         print(json.dumps(status.as_dict(), indent=2))
         return 0
-
-    run_async(main)
-
-
-@app.command("audit")
-def audit_command(
-    grace_seconds: Annotated[
-        float,
-        typer.Option(
-            envvar="SAGAD_AUDIT_GRACE_SECONDS", min=0, max=31_536_000, help="How long past its lease a run may be."
-        ),
-    ] = 0.0,
-    as_json: Annotated[bool, typer.Option("--json", envvar="SAGAD_AUDIT_JSON", help="Print JSON.")] = False,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Check the invariants: exit 0 when clean, 1 with a report otherwise."""
-
-    async def main() -> int:
-        async with migrated_database(database_url, max_size=2) as db:
-            report = await audit_database(db, grace_seconds=grace_seconds)
-        if as_json:
-            print(json.dumps(report.as_dict(), indent=2))
-        else:
-            print(report.render())
-        return 0 if report.clean else 1
 
     run_async(main)
 

@@ -104,7 +104,8 @@ ALLOWED_SQL_LITERALS = {
     *STEP_NAMES,
     *metadata.tables,
     *("owned", "skipped", "run"),
-    *("", " (", ")", " held by ", " since ", "alembic_version"),
+    *("", " (", ")", " held by ", " since ", " step ", "alembic_version"),
+    *("status", "{}"),  # the column whose statistics estimate finished runs, and an empty JSON object
 }
 """The only quoted literals allowed in SQL text: statuses, steps, tables, the kinds of rows a commit returns,
 and fixed punctuation of audit reports."""
