@@ -10,7 +10,6 @@ limited. Tests and benchmarks use it in-process: ``async with DelayProxy(host, p
 from __future__ import annotations
 
 import math
-import signal
 import sys
 from types import TracebackType
 from typing import Annotated
@@ -19,6 +18,8 @@ import anyio
 import typer
 from anyio.abc import ByteStream, Listener, SocketAttribute, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream
+
+from sagad.loadtest.serving import serve_until_stopped
 
 
 class DelayProxy:
@@ -90,14 +91,6 @@ def _address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _serve(proxy: DelayProxy) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with proxy:
-            print(f"delay proxy listening on 127.0.0.1:{proxy.port}", flush=True)
-            async for _ in signals:
-                return
-
-
 def serve_command(
     upstream: Annotated[str, typer.Option(help="HOST:PORT of the server to carry connections to.")],
     delay_ms: Annotated[float, typer.Option(min=0, help="Milliseconds added each way (a round trip: twice).")],
@@ -106,7 +99,8 @@ def serve_command(
     """Carry connections to UPSTREAM, each chunk DELAY_MS late, until SIGTERM or SIGINT."""
     host, upstream_port = _address(upstream)
     try:
-        anyio.run(_serve, DelayProxy(host, upstream_port, delay_ms / 1000, listen_port=port))
+        proxy = DelayProxy(host, upstream_port, delay_ms / 1000, listen_port=port)
+        anyio.run(serve_until_stopped, proxy, lambda p: f"delay proxy listening on 127.0.0.1:{p.port}")
     except OSError as error:
         print(f"delay proxy: {error}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -18,7 +18,6 @@ Run as a process: ``python -m sagad.loadtest.receiver --journal FILE [--port 0] 
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import sys
 import time
@@ -42,6 +41,7 @@ from sagad.loadtest.journal import (
     Method,
     read_journal,
 )
+from sagad.loadtest.serving import serve_until_stopped
 
 __all__ = ["Faults", "JournalSummary", "Receiver", "read_journal"]
 
@@ -211,15 +211,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-async def serve(receiver: Receiver) -> None:
-    """Serve until SIGTERM or SIGINT; print the address once bound."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with receiver:
-            print(f"receiver listening on {receiver.url}", flush=True)
-            async for _ in signals:
-                return
-
-
 def serve_command(
     journal: Annotated[Path, typer.Option(help="The journal file (JSON lines); replayed first when it exists.")],
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
@@ -250,7 +241,8 @@ def serve_command(
             reject_body=destination_contains(reject_matching) if reject_matching else None,
             seed=seed,
         )
-        anyio.run(serve, Receiver(journal, faults, host=host, port=port, fsync=fsync))
+        receiver = Receiver(journal, faults, host=host, port=port, fsync=fsync)
+        anyio.run(serve_until_stopped, receiver, lambda r: f"receiver listening on {r.url}")
     except (ConfigError, OSError) as error:
         print(f"receiver: {error}", file=sys.stderr)
         raise typer.Exit(2 if isinstance(error, ConfigError) else 1) from None
