@@ -69,6 +69,8 @@ class LoadReport:
     latency_ms: dict[str, dict[str, float]]
     compensation_ms: dict[str, float]
     audit: AuditReport
+    submit_seconds: float = 0.0
+    """From the first submission to the last, in database time."""
     vitals: Vitals | None = None
     deliveries: Deliveries | None = None
 
@@ -99,6 +101,9 @@ class LoadReport:
             latency_ms={outcome: percentiles(values) for outcome, values in sorted(by_outcome.items())},
             compensation_ms=percentiles(compensation),
             audit=audit,
+            submit_seconds=(max(f.submitted_at for f in finished) - min(f.submitted_at for f in finished))
+            if finished
+            else 0.0,
             vitals=vitals,
             deliveries=deliveries,
         )
@@ -106,6 +111,11 @@ class LoadReport:
     @property
     def throughput(self) -> float:
         return (self.runs - self.unfinished) / self.seconds if self.seconds else 0.0
+
+    @property
+    def submitted_per_s(self) -> float:
+        """The rate the submissions reached the database at (what ``--rate`` asks for)."""
+        return (self.runs - self.unfinished - 1) / self.submit_seconds if self.submit_seconds else 0.0
 
     @property
     def outcomes_match(self) -> bool:
@@ -123,6 +133,7 @@ class LoadReport:
             "unfinished": self.unfinished,
             "seconds": round(self.seconds, 3),
             "throughput_runs_per_s": round(self.throughput, 1),
+            "submitted_per_s": round(self.submitted_per_s, 1),
             "outcomes": self.outcomes,
             "expected_outcomes": self.expected,
             "outcomes_match": self.outcomes_match,
@@ -136,7 +147,8 @@ class LoadReport:
     def render(self) -> str:
         lines = [
             f"runs: {self.runs} in {self.seconds:.2f} s = {self.throughput:,.0f} runs/s"
-            + (f" ({self.unfinished} UNFINISHED)" if self.unfinished else ""),
+            + (f" ({self.unfinished} UNFINISHED)" if self.unfinished else "")
+            + f"; submitted at {self.submitted_per_s:,.1f} runs/s",
             f"outcomes: {self.outcomes} (expected {self.expected}): "
             + ("match" if self.outcomes_match else "MISMATCH"),
         ]
