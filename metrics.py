@@ -38,6 +38,13 @@ class Metrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.commit_batch = Histogram(
+            "sagad_step_commit_runs",
+            "Runs in one step's group commit, by step.",
+            ["step"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
         self.step_call_duration = Histogram(
             "sagad_step_call_duration_seconds",
             "Duration of one call of a step for one run (no database held), by step and outcome.",
@@ -155,6 +162,7 @@ class Metrics:
         """Export every bounded label combination from the start, so rates see the first event."""
         for step in STEP_NAMES:
             self.calls_in_flight.labels(step)
+            self.commit_batch.labels(step)
             for reason in RETRY_REASONS:
                 self.step_retries.labels(step, reason)
             for outcome in STEP_CALL_OUTCOMES:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 
 from anyio.streams.memory import MemoryObjectSendStream
 
+from sagad.actors.batching import send_all
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import Readiness, RunLeases, StepWriter, Unobserved, Wakeup
@@ -86,9 +88,8 @@ class Claimer:
                 self._ledger.hold(run.lease)
             self._holding = tuple(claimed)
             claimed = await self._fail_poison_runs(claimed)
-            for n, run in enumerate(claimed):
-                await self._route(run, steps, failures)
-                self._holding = tuple(claimed[n + 1 :])
+            await self._route(claimed, steps, failures)
+            self._holding = ()
             if len(claimed) < limit:
                 await self._wakeup.wait(self._poll_seconds)
 
@@ -126,15 +127,24 @@ class Claimer:
 
     async def _route(
         self,
-        run: ClaimedRun,
+        claimed: Sequence[ClaimedRun],
         steps: Sequence[MemoryObjectSendStream[StepWork]],
         failures: Sequence[MemoryObjectSendStream[Compensation]],
     ) -> None:
-        # The table's check constraints make every claimable state routable.
-        brief = run.outputs.get(Step.NORMALIZE_BRIEF, run.brief)
-        if run.status is RunStatus.COMPENSATING:
-            failed_step = run.failed_step or run.next_step  # the table's CHECK makes failed_step present
-            reason = run.last_error or "unknown"
-            await failures[failed_step.index].send(Compensation(run.lease, failed_step, reason, brief, run.outputs))
-        else:
-            await steps[run.next_step.index].send(StepWork(run.lease, brief, run.outputs))
+        """Each run to the inbox of its next step, or of its failed step's relay; a claim goes on as a batch."""
+        work: dict[int, list[StepWork]] = defaultdict(list)
+        undone: dict[int, list[Compensation]] = defaultdict(list)
+        for run in claimed:
+            # The table's check constraints make every claimable state routable.
+            brief = run.outputs.get(Step.NORMALIZE_BRIEF, run.brief)
+            if run.status is RunStatus.COMPENSATING:
+                failed_step = run.failed_step or run.next_step  # the table's CHECK makes failed_step present
+                reason = run.last_error or "unknown"
+                message = Compensation(run.lease, failed_step, reason, brief, run.outputs)
+                undone[failed_step.index].append(message)
+            else:
+                work[run.next_step.index].append(StepWork(run.lease, brief, run.outputs))
+        for index, items in work.items():
+            await send_all(steps[index], items)
+        for index, messages in undone.items():
+            await send_all(failures[index], messages)

@@ -17,6 +17,7 @@ import random
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.batching import send_all, take_waiting
 from sagad.actors.calls import LeaseLost, gave_up, retried
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
@@ -28,6 +29,8 @@ from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+_PASSED_AT_ONCE = 1000
 
 
 class FailureRelay:
@@ -65,14 +68,18 @@ class FailureRelay:
         """Never waits on forward traffic, so the backward path always drains."""
         self._room = anyio.Semaphore(self._spec.concurrency)
         async with anyio.create_task_group() as undos:
-            async for failure in inbox:
-                message = failure.including(self.tables)
-                self._holding[message.lease.run_id] = message
-                if self._undoes(message):
-                    await self._room.acquire()
-                    undos.start_soon(self._undo_then_pass_back, message, previous)
-                else:
-                    await previous.send(message)
+            async for first in inbox:
+                passing: list[Compensation] = []
+                for failure in take_waiting(first, inbox, _PASSED_AT_ONCE):
+                    message = failure.including(self.tables)
+                    self._holding[message.lease.run_id] = message
+                    if self._undoes(message):
+                        await self._room.acquire()
+                        undos.start_soon(self._undo_then_pass_back, message, previous)
+                    else:
+                        passing.append(message)
+                await send_all(previous, passing)  # as a batch: the compensator deletes it in one statement
+                for message in passing:
                     self._holding.pop(message.lease.run_id, None)
 
     def _undoes(self, message: Compensation) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from sagad.actors.batching import take_waiting
+from sagad.actors.batching import send_all, take_waiting
 from sagad.actors.calls import LOST, Called, StepCaller, bounded
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
@@ -69,6 +69,7 @@ class StepActor:
         """Its output is the normalized brief, which later steps get as their brief."""
         self._in_flight = metrics.calls_in_flight.labels(spec.step.value)
         self._commit_durations = {o: metrics.step_duration.labels(spec.step.value, o) for o in ("ok", "failed")}
+        self._commit_runs = metrics.commit_batch.labels(spec.step.value)
         self._holding: dict[RunId, StepWork] = {}
         """Runs taken from the inbox and not yet handed on; the supervisor frees them on a crash."""
         self._finished: list[Finished] = []
@@ -176,9 +177,18 @@ class StepActor:
             committed, writes = await self._commit([self._write(work, called) for work, called, _ in batch])
             await self._faults.after_step_commit(self.step, [write.lease for write in writes])
             again = [finished for finished in batch if finished[0].lease.run_id in committed.skipped]
-            for (work, called, _), write in zip(batch, writes, strict=True):
+            handed = [
+                self._hand_on(work, called, write, committed)
+                for (work, called, _), write in zip(batch, writes, strict=True)
+                if work.lease.run_id not in committed.skipped
+            ]
+            # The batch goes on as a batch: the next step takes it whole, and commits it as one.
+            if forward is not None:
+                await send_all(forward, [item for item in handed if isinstance(item, StepWork)])
+            await send_all(failures, [item for item in handed if isinstance(item, Compensation)])
+            for work, _, _ in batch:
                 if work.lease.run_id not in committed.skipped:
-                    await self._hand_on(work, called, write, committed, forward, failures)
+                    self._done(work.lease)
             if again:
                 self._metrics.step_retries.labels(self.step.value, "locked").inc(len(again))
                 if len(again) == len(batch):
@@ -223,35 +233,30 @@ class StepActor:
                 raise  # not even the failure could be recorded: the supervisor frees the run
             return await self._commit([StepWrite(writes[0].lease, failure=bounded(f"{step}: {error}"))])
         elapsed = time.perf_counter() - started
+        self._commit_runs.observe(len(writes))
         for write in writes:
             self._commit_durations["ok" if write.failure is None else "failed"].observe(elapsed)
         return committed, list(writes)
 
-    async def _hand_on(
-        self,
-        work: StepWork,
-        called: Called,
-        write: StepWrite,
-        committed: Committed,
-        forward: MemoryObjectSendStream[StepWork] | None,
-        failures: MemoryObjectSendStream[Compensation],
-    ) -> None:
+    def _hand_on(
+        self, work: StepWork, called: Called, write: StepWrite, committed: Committed
+    ) -> StepWork | Compensation | None:
+        """Where the run goes after its commit: on to the next step, back as a failure, or nowhere."""
         lease, result = work.lease, called.result
         if lease.run_id not in committed.owned:
             self._metrics.fenced.labels("step").inc()
             self._ledger.lose([lease], "step")
-        elif write.failure is not None or result is None:
+            return None
+        if write.failure is not None or result is None:
             reason = write.failure or "failed"
             # A call that succeeded may have had effects even if its commit was refused.
             clean = called.clean and result is None
-            failure = Compensation(lease, self.step, reason, work.brief, work.outputs, undo_failed_step=not clean)
-            await failures.send(failure)
-        elif forward is None:
+            return Compensation(lease, self.step, reason, work.brief, work.outputs, undo_failed_step=not clean)
+        if self.spec.step.is_last:
             self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
-        else:
-            brief = result.output if self._normalizes else work.brief
-            await forward.send(StepWork(lease, brief, {**work.outputs, self.step: result.output}))
-        self._done(lease)
+            return None
+        brief = result.output if self._normalizes else work.brief
+        return StepWork(lease, brief, {**work.outputs, self.step: result.output})
 
 
 def _merge(parts: Sequence[Committed]) -> Committed:
