@@ -72,7 +72,9 @@ class Claimer:
             self._readiness.claim_failed()
 
         while True:
-            await self._ledger.wait_for_room()
+            # A full batch of room before claiming: runs claimed together are committed together at
+            # every step, and a claim of the few that just finished would fragment the batches for good.
+            await self._ledger.wait_for_room(self._claim_limit)
             limit = min(self._ledger.room(), self._claim_limit)
             async for attempt in retrying(on_retry):
                 with attempt:

@@ -75,8 +75,9 @@ class Ledger:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def wait_for_room(self) -> None:
-        while not self.room():
+    async def wait_for_room(self, at_least: int = 1) -> None:
+        """Until ``at_least`` more runs may be held (never more than the whole capacity)."""
+        while self.room() < min(at_least, self.capacity):
             await self._changed.wait()
 
     async def wait_until_empty(self) -> None:
