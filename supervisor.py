@@ -52,7 +52,8 @@ class Settings:
     lease_seconds: float = 30.0
     max_inflight: int = 500
     batch_limit: int = 100
-    inbox_size: int = 64
+    inbox_size: int = 256
+    """Messages an inbox buffers: more than a batch, so that a batch passes from step to step whole."""
     poll_seconds: float = 1.0
     drain_seconds: float = 10.0
     sample_seconds: float = 5.0

@@ -94,7 +94,7 @@ def daemon_command(
     ] = 100,
     inbox_size: Annotated[
         int, typer.Option(envvar="SAGAD_INBOX_SIZE", min=1, max=100_000, help="Messages an actor inbox buffers.")
-    ] = 64,
+    ] = 256,
     poll_seconds: Annotated[
         float,
         typer.Option(envvar="SAGAD_POLL_SECONDS", min=0.01, max=60, help="Claim poll interval between wakeups."),
