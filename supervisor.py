@@ -50,7 +50,7 @@ class Settings:
 
     worker_id: WorkerId
     lease_seconds: float = 30.0
-    max_inflight: int = 500
+    max_inflight: int = 1000
     batch_limit: int = 100
     inbox_size: int = 256
     """Messages an inbox buffers: more than a batch, so that a batch passes from step to step whole."""

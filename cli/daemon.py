@@ -87,7 +87,7 @@ def daemon_command(
     ] = 30.0,
     max_inflight: Annotated[
         int, typer.Option(envvar="SAGAD_MAX_INFLIGHT", min=1, max=100_000, help="Runs held at once.")
-    ] = 500,
+    ] = 1000,
     batch_limit: Annotated[
         int,
         typer.Option(envvar="SAGAD_BATCH_LIMIT", min=1, max=10_000, help="Runs per group commit at most."),
