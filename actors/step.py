@@ -75,6 +75,7 @@ class StepActor:
         self._finished: list[Finished] = []
         """Runs whose call finished, waiting to be committed, with when they finished."""
         self._changed = anyio.Event()
+        self._waiting_for_runs = False
         self._committing = 0
         self._commits_in_flight = commits_in_flight
         self._pipeline_after = pipeline_after_seconds
@@ -129,7 +130,8 @@ class StepActor:
 
     def _finish(self, work: StepWork, called: Called) -> None:
         self._finished.append((work, called, time.monotonic()))
-        self._changed.set()
+        if self._waiting_for_runs:  # with a commit in flight, the committer wakes when it ends (or by the clock)
+            self._changed.set()
 
     def _done(self, lease: Lease) -> None:
         self._holding.pop(lease.run_id, None)
@@ -148,7 +150,9 @@ class StepActor:
                 if not self._finished:
                     if self._closed and not self._holding and not self._committing:
                         return
+                    self._waiting_for_runs = True
                     await self._wait_for_change()
+                    self._waiting_for_runs = False
                     continue
                 if self._committing:
                     waited = time.monotonic() - self._finished[0][2]
