@@ -12,7 +12,10 @@ _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler")
+ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler", "reaper")
+DB_OPERATIONS = ("claim", "renewal", "release", "reap", "sample", "listen", "lock", "commit")
+"""What sagad waits on the database for, as ``store/`` names it (``commit``: step and compensation commits)."""
+LEASE_LOSS_FINDERS = ("renewal", "step", "compensation")
 
 
 class Metrics:
@@ -107,6 +110,29 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.db_timeouts = Counter(
+            "sagad_db_timeouts",
+            "Statements abandoned (no answer in time; connection dropped) or cancelled by the server at their"
+            " time limit, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "sagad_leases_lost",
+            "Runs this daemon found taken over by another daemon, by what found it (renewal, step, compensation).",
+            ["found_by"],
+            registry=r,
+        )
+        self.reaped_runs = Counter(
+            "sagad_reaped_runs",
+            "Runs of dead daemons (worker lock free) made claimable before their lease ended.",
+            registry=r,
+        )
+        self.worker_lock_held = Gauge(
+            "sagad_worker_lock_held",
+            "1 while this daemon holds the lock on its worker id; without it, peers take it for dead.",
+            registry=r,
+        )
         self._create_series()
 
     def _create_series(self) -> None:
@@ -130,3 +156,7 @@ class Metrics:
             self.compensated_rows.labels(table)
         for name in STATUS_NAMES:
             self.runs_by_status.labels(name)
+        for operation in DB_OPERATIONS:
+            self.db_timeouts.labels(operation)
+        for finder in LEASE_LOSS_FINDERS:
+            self.leases_lost.labels(finder)

@@ -26,12 +26,15 @@ from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, HasLease, StepWork
 from sagad.actors.pipeline import STEP_ACTORS
 from sagad.actors.ports import FaultPoints, NoFaults
+from sagad.actors.reaper import Reaper
 from sagad.actors.renewer import Renewer
+from sagad.actors.retry import retrying
 from sagad.actors.sampler import StatusSampler
 from sagad.domain.runs import Lease, WorkerId
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
 from sagad.store.db import Database
+from sagad.store.liveness import DeadWorkers, WorkerLock
 from sagad.store.notify import SubmissionListener
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
@@ -54,6 +57,8 @@ class Settings:
     restart_delay_seconds: float = 0.1
     max_attempts: int = 5
     """Claims a run may take before it is failed as a poison run."""
+    reap_seconds: float | None = 0.5
+    """How often to look for dead daemons whose runs to take over; None: wait for their leases."""
 
 
 class _Supervised(Protocol):
@@ -79,7 +84,7 @@ def _buffered(stream: MemoryObjectReceiveStream[Any]) -> int:
 
 
 class Supervisor:
-    """Runs one daemon: claimer, five step actors, compensator, renewer and sampler."""
+    """Runs one daemon: claimer, five step actors, compensator, renewer, sampler and reaper."""
 
     def __init__(self, db: Database, settings: Settings, metrics: Metrics, faults: FaultPoints | None = None) -> None:
         self.settings = settings
@@ -90,9 +95,28 @@ class Supervisor:
         self._steps = StepStore(db, settings.worker_id)
         self._listener = SubmissionListener(db)
         self._faults = faults or NoFaults()
+        self._lock = WorkerLock(db, settings.worker_id, check_seconds=settings.lease_seconds / 3)
+        metrics.worker_lock_held.set_function(lambda: int(self._lock.held))
+        db.count_timeouts(lambda operation: metrics.db_timeouts.labels(operation).inc())
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until ``stop`` is set, then drain in-flight runs and release what is left."""
+        """Run until ``stop`` is set, then drain in-flight runs and release what is left.
+
+        WorkerIdInUse when a live daemon runs under the same worker id. Runs a previous life of this
+        worker id still held are given back at start, to be claimed at once.
+        """
+        await self._lock.take()
+        try:
+            async for attempt in retrying():
+                with attempt:
+                    given_back = await self.runs.release_all(self.settings.worker_id)
+            if given_back:
+                log.info("gave back %d runs a previous daemon %s held", given_back, self.settings.worker_id)
+            await self._run(stop, task_status)
+        finally:
+            await self._lock.release()
+
+    async def _run(self, stop: anyio.Event, task_status: TaskStatus[None]) -> None:
         s = self.settings
         forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in STEP_ACTORS]
         backward = [_Inbox[Compensation].bounded(s.inbox_size) for _ in STEP_ACTORS]
@@ -130,6 +154,11 @@ class Supervisor:
             lease_seconds=s.lease_seconds,
         )
         sampler = StatusSampler(store=self.runs, plans=self._db, metrics=self.metrics, every_seconds=s.sample_seconds)
+        reaper = None
+        if s.reap_seconds is not None:
+            reaper = Reaper(
+                store=DeadWorkers(self._db), metrics=self.metrics, worker=s.worker_id, every_seconds=s.reap_seconds
+            )
         self._export_depths([a.step.value for a in actors], forward, backward, to_compensator)
 
         claiming = anyio.CancelScope()
@@ -146,6 +175,9 @@ class Supervisor:
                 streams.enter_context(inbox.receive)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listener.run)
+                tg.start_soon(self._lock.keep)
+                if reaper is not None:
+                    tg.start_soon(self._supervise, "reaper", reaper, reaper.run)
                 tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
                 tg.start_soon(self._supervise, "sampler", sampler, sampler.run)
                 compensate = partial(compensator.run, to_compensator.receive)

@@ -15,6 +15,7 @@ from sagad.actors.retry import retrying
 from sagad.domain.rows import StepWrite
 from sagad.domain.runs import ClaimedRun, RunStatus, WorkerId
 from sagad.domain.steps import Step
+from sagad.errors import DatabaseUnreachable
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ class Claimer:
         """``steps[i]`` is step i's inbox; ``failures[i]`` is where step i's failures start back."""
 
         def on_retry(error: BaseException) -> None:
-            log.warning("claim failed, retrying: %s", error)
+            # An outage is reported once by the store, when it starts and when it ends.
+            level = logging.DEBUG if isinstance(error, DatabaseUnreachable) else logging.WARNING
+            log.log(level, "claim failed, retrying: %s", error)
             self._metrics.db_errors.labels("transient").inc()
 
         while True:
@@ -107,7 +110,7 @@ class Claimer:
                         replace(run, status=RunStatus.COMPENSATING, failed_step=step, last_error=write.failure)
                     )
                 else:
-                    self._ledger.drop([run.lease])
+                    self._ledger.lose([run.lease], "step")
         self._metrics.poison_runs.inc(len(failed))
         log.warning("failed %d poison runs", len(failed))
         return [r for r in claimed if r not in poison] + failed

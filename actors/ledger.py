@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import anyio
 
 from sagad.domain.runs import Lease, RunId, RunStatus
 from sagad.metrics import Metrics
+
+LeaseLossFinder = Literal["renewal", "step", "compensation"]
+"""What found a lease lost: a renewal that no longer matched, or a step or compensation write fenced off."""
 
 
 class Ledger:
@@ -40,6 +44,17 @@ class Ledger:
         self._metrics.runs.labels(outcome.value).inc()
         self._metrics.run_duration.labels(outcome.value).observe(age_seconds)
         self.drop([lease])
+
+    def lose(self, leases: Iterable[Lease], found_by: LeaseLossFinder) -> None:
+        """Forget runs another daemon took over; each one still held counts once as a lost lease.
+
+        Whatever finds a loss first calls this (the renewer, a fenced step or compensation write),
+        so every lost lease is counted, and none twice.
+        """
+        lost = [lease for lease in leases if self.holds(lease)]
+        if lost:
+            self._metrics.leases_lost.labels(found_by).inc(len(lost))
+            self.drop(lost)
 
     def drop(self, leases: Iterable[Lease]) -> None:
         """Forget runs this daemon no longer works on (finished, lost or given back)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from sagad.domain.rows import Committed, StepWrite
@@ -32,6 +32,12 @@ class RunLeases(Protocol):
     async def count_by_status(self) -> dict[str, int]: ...
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int: ...
+
+
+class DeadWorkers(Protocol):
+    async def free_runs_of_dead(self, me: WorkerId, suspects: Collection[WorkerId]) -> dict[WorkerId, int]:
+        """Other workers holding live leases without their worker lock; runs freed for ``suspects`` among them."""
+        ...
 
 
 class Plans(Protocol):

@@ -9,7 +9,7 @@ import anyio
 from sagad.actors.messages import HasLease
 from sagad.actors.ports import Plans, RunLeases
 from sagad.domain.runs import STATUS_NAMES
-from sagad.errors import TransientDatabaseError
+from sagad.errors import DatabaseUnreachable, TransientDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class StatusSampler:
                 counts = await self._store.count_by_status()
                 overdue = await self._store.count_overdue()
             except TransientDatabaseError as error:
-                log.warning("status sampling failed: %s", error)
+                level = logging.DEBUG if isinstance(error, DatabaseUnreachable) else logging.WARNING
+                log.log(level, "status sampling failed: %s", error)
             else:
                 for status in STATUS_NAMES:
                     self._metrics.runs_by_status.labels(status).set(counts.get(status, 0))

@@ -15,14 +15,26 @@ import typer
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.domain.runs import WorkerId
+from sagad.errors import DatabaseUnreachable
 from sagad.metrics import Metrics
+from sagad.store.limits import SessionLimits
 from sagad.supervisor import Settings, Supervisor
 
 log = logging.getLogger("sagad")
 
-# One connection each for the claimer, five step actors, compensator, renewer, sampler and the
-# submission listener, and two to spare for a connection being replaced after an error.
+# One connection each for the claimer, five step actors, compensator, sampler, reaper and a release,
+# and two to spare for a connection being replaced after an error. Renewals have a pool of their own,
+# the submission listener and the worker lock a connection each.
 POOL_SIZE = 12
+
+
+class _OutageRepeats(logging.Filter):
+    """Drops the per-attempt lines of retries caused by an outage: the store logs when it starts and ends."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO or not isinstance(record.args, tuple):
+            return True
+        return not any(isinstance(arg, DatabaseUnreachable) for arg in record.args)
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -82,6 +94,15 @@ def daemon_command(
         float,
         typer.Option(envvar="SAGAD_DRAIN_SECONDS", min=0, max=3600, help="How long a stop waits for runs to end."),
     ] = 10.0,
+    reap_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="SAGAD_REAP_SECONDS",
+            min=0,
+            max=60,
+            help="How often to look for dead daemons (worker lock free) and free their runs at once; 0: never.",
+        ),
+    ] = 0.5,
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -104,6 +125,8 @@ def daemon_command(
     if level is None:
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OutageRepeats())
     if worker_id is not None and not (0 < len(worker_id) <= 200 and worker_id.isprintable()):
         fail("--worker-id must be 1 to 200 printable characters")
     settings = Settings(
@@ -115,13 +138,15 @@ def daemon_command(
         poll_seconds=poll_seconds,
         drain_seconds=drain_seconds,
         max_attempts=max_attempts,
+        reap_seconds=reap_seconds or None,
     )
     metrics = Metrics()
     parse_addr(metrics_addr)
 
     async def main() -> None:
         # Every connection opened (and its types looked up) before the first run, not during it.
-        async with migrated_database(database_url, max_size=POOL_SIZE, min_size=POOL_SIZE) as db:
+        limits = SessionLimits.for_lease(lease_seconds)
+        async with migrated_database(database_url, max_size=POOL_SIZE, min_size=POOL_SIZE, limits=limits) as db:
             serve_metrics(metrics, metrics_addr)
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:

@@ -13,6 +13,7 @@ from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, W
 from sagad.domain.steps import Step
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases
+from sagad.store.limits import RENEWAL
 from sagad.store.records import RunDetails, RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
@@ -60,8 +61,10 @@ _UNANSWERED = """
     WHERE available_at > now() AND claimed_by = $1 AND NOT (id = ANY($2::uuid[]))
 """
 
+# Skip what is locked: a row held by a stuck statement (ours or anyone's) must not hold up the renewal
+# of every other lease; a skipped run simply is not renewed this tick.
 _RENEW = f"""
-    WITH {locked_leases("r.status IN ('running', 'compensating')")}
+    WITH {locked_leases("r.status IN ('running', 'compensating')", skip_locked=True)}
     UPDATE workflow_runs r SET available_at = now() + make_interval(secs => $4)
     FROM locked l WHERE r.id = l.id
     RETURNING r.id
@@ -73,6 +76,15 @@ _RELEASE = f"""
     UPDATE workflow_runs r SET claimed_by = NULL, available_at = now(), updated_at = now()
     FROM locked l WHERE r.id = l.id
     RETURNING r.id
+"""
+
+# At start: runs a previous life of this worker still holds (it was killed, or lost its connection).
+# No SKIP LOCKED: a statement of that life still running on the server ends within its time limit.
+# (available_at IS NOT NULL: the unfinished runs, along the partial index.)
+_RELEASE_ALL = """
+    UPDATE workflow_runs SET claimed_by = NULL, available_at = now(), updated_at = now()
+    WHERE available_at IS NOT NULL AND claimed_by = $1 AND status IN ('running', 'compensating')
+    RETURNING id
 """
 
 # A run finished under this lease keeps its token; a newer claim always has a higher one.
@@ -153,19 +165,19 @@ class RunStore:
 
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
-        rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds)  # one statement: atomic alone
+        rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds, operation="claim")  # one statement: atomic
         return _claimed_runs(rows)
 
     async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]:
         """Runs ``worker`` holds under a live lease other than ``known``: claimed, but the answer was lost."""
-        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known)))
+        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known), operation="claim"))
 
     async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
         """Extend every lease still ours in one statement; returns the runs renewed."""
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds)
+        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds, operation=RENEWAL)
         return {RunId(row["id"]) for row in rows}
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
@@ -173,8 +185,12 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RELEASE, ids, tokens, worker)
+        rows = await self._db.fetch(_RELEASE, ids, tokens, worker, operation="release")
         return {RunId(row["id"]) for row in rows}
+
+    async def release_all(self, worker: WorkerId) -> int:
+        """Give back every run ``worker`` still holds (a previous life's); how many there were."""
+        return len(await self._db.fetch(_RELEASE_ALL, worker, operation="release"))
 
     async def status(self, run_id: RunId) -> RunDetails | None:
         rows = await self._db.fetch(_STATUS, run_id)
@@ -208,10 +224,10 @@ class RunStore:
         }
 
     async def count_by_status(self) -> dict[str, int]:
-        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS)}
+        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS, operation="sample")}
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
-        rows = await self._db.fetch(_OVERDUE, grace_seconds)
+        rows = await self._db.fetch(_OVERDUE, grace_seconds, operation="sample")
         return int(rows[0][0])
 
     async def taken_over(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
@@ -219,5 +235,5 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker)
+        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker, operation=RENEWAL)
         return {RunId(row["id"]) for row in rows}
