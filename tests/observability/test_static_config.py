@@ -45,6 +45,8 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "stage": ("step", "compensation"),
     "kind": ("transient", "permanent"),
     "status": ("pending", "running", "compensating", "completed", "compensated"),
+    "found_by": ("renewal", "step", "compensation"),
+    "operation": ("claim", "renewal", "release", "reap", "sample", "listen", "lock", "commit"),
 }
 OUTCOMES = {
     "sagad_step_duration_seconds": ("ok", "failed", "retried"),
