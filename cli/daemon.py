@@ -12,6 +12,7 @@ from typing import Annotated
 import anyio
 import prometheus_client
 import typer
+from anyio.abc import TaskStatus
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.domain.runs import WorkerId
@@ -149,17 +150,23 @@ def daemon_command(
         async with migrated_database(database_url, max_size=POOL_SIZE, min_size=POOL_SIZE, limits=limits) as db:
             serve_metrics(metrics, metrics_addr)
             stop = anyio.Event()
+            supervisor = Supervisor(db, settings, metrics)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_signals, stop, tg.cancel_scope)
                 # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep
                 # it out of the collector's full passes, which otherwise pause every task for ~70 ms.
                 gc.collect()
                 gc.freeze()
+
+                async def supervise(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                    await supervisor.run(stop, task_status=task_status)
+                    tg.cancel_scope.cancel()
+
+                # Started once it holds its worker lock: a live twin makes it stop here, with one line.
+                await tg.start(supervise)
                 log.info(
                     "daemon %s running (lease %ss, up to %d runs)", settings.worker_id, lease_seconds, max_inflight
                 )
-                await Supervisor(db, settings, metrics).run(stop)
-                tg.cancel_scope.cancel()
         log.info("daemon %s stopped", settings.worker_id)
 
     run_async(main)
