@@ -128,6 +128,12 @@ class Metrics:
             "Runs of dead daemons (worker lock free) made claimable before their lease ended.",
             registry=r,
         )
+        self.stalled_sessions_ended = Counter(
+            "sagad_stalled_sessions_ended",
+            "Sessions holding run rows in a transaction, stalled on their client mid-statement, ended by this"
+            " daemon's reaper.",
+            registry=r,
+        )
         self.worker_lock_held = Gauge(
             "sagad_worker_lock_held",
             "1 while this daemon holds the lock on its worker id; without it, peers take it for dead.",

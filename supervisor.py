@@ -157,7 +157,11 @@ class Supervisor:
         reaper = None
         if s.reap_seconds is not None:
             reaper = Reaper(
-                store=DeadWorkers(self._db), metrics=self.metrics, worker=s.worker_id, every_seconds=s.reap_seconds
+                store=DeadWorkers(self._db),
+                metrics=self.metrics,
+                worker=s.worker_id,
+                every_seconds=s.reap_seconds,
+                stalled_seconds=s.lease_seconds / 6,  # as idle_in_transaction_session_timeout (store/limits.py)
             )
         self._export_depths([a.step.value for a in actors], forward, backward, to_compensator)
 

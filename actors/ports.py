@@ -35,8 +35,11 @@ class RunLeases(Protocol):
 
 
 class DeadWorkers(Protocol):
-    async def free_runs_of_dead(self, me: WorkerId, suspects: Collection[WorkerId]) -> dict[WorkerId, int]:
-        """Other workers holding live leases without their worker lock; runs freed for ``suspects`` among them."""
+    async def free_runs_of_dead(
+        self, me: WorkerId, suspects: Collection[WorkerId], stalled_seconds: float
+    ) -> tuple[dict[WorkerId, int], int]:
+        """Other workers holding live leases without their worker lock, with the runs freed for ``suspects``;
+        and the sessions ended for stalling on their client mid-statement in a transaction."""
         ...
 
 

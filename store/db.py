@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from sagad.errors import (
     SchemaNotReady,
     TransientDatabaseError,
 )
-from sagad.store.limits import RENEWAL, SessionLimits
+from sagad.store.limits import RENEWAL, SessionLimits, ms
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.prepare(_BOUND_TYPES)
 
 
+_TRANSACTION_TIMEOUT_FROM = 17  # the first PostgreSQL with transaction_timeout; older ones refuse the name
+
+
+async def _limit_transactions(conn: asyncpg.Connection, limits: SessionLimits | None) -> None:
+    if limits is not None and conn.get_server_version().major >= _TRANSACTION_TIMEOUT_FROM:
+        await conn.execute("SELECT set_config('transaction_timeout', $1, false)", ms(limits.transaction))
+
+
+def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    async def init(conn: asyncpg.Connection) -> None:
+        await _limit_transactions(conn, limits)
+        await _init_connection(conn)
+
+    return init
+
+
 async def _skip_session_reset(conn: asyncpg.Connection) -> None:
     """Nothing to reset: sagad never changes the session state of a pooled connection.
 
@@ -143,6 +159,9 @@ async def close_dedicated(conn: asyncpg.Connection) -> None:
             conn.terminate()
 
 
+_LATE_SECONDS = 0.1
+
+
 class _Deadline:
     """Abandons a connection whose work has gone unanswered too long: terminates it, never cancels it.
 
@@ -169,12 +188,21 @@ class _Deadline:
             yield
             return
 
-        def expire() -> None:
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def expire(*, graced: bool = False) -> None:
+            nonlocal timer
+            if not graced and loop.time() - (self._ends or 0.0) > _LATE_SECONDS:
+                # The timer itself is late: this process was frozen or starved, not the server. The
+                # answer may be waiting in the socket; one more moment lets the loop read it.
+                timer = loop.call_later(_LATE_SECONDS, lambda: expire(graced=True))
+                return
             self.expired = True
             if not _is_closed(conn):
                 conn.terminate()
 
-        timer = asyncio.get_running_loop().call_later(remaining, expire)
+        timer = loop.call_later(remaining, expire)
         try:
             yield
         finally:
@@ -221,7 +249,7 @@ async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operat
         min_size=0,
         max_size=size,
         max_inactive_connection_lifetime=0,
-        init=_init_connection,
+        init=_initializer(limits),
         reset=_skip_session_reset,
         **options,
     )
@@ -365,6 +393,11 @@ class Database:
         try:
             with anyio.CancelScope(shield=deadline.shielded):
                 conn: asyncpg.Connection = await asyncpg.connect(self._dsn, **options)
+                try:
+                    await _limit_transactions(conn, self._limits)
+                except BaseException:
+                    conn.terminate()
+                    raise
         except Exception as exc:
             error = self._failure(exc, operation, deadline)
             if error is exc:

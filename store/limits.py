@@ -9,7 +9,13 @@ holds outlives the lease the lock is for. Every limit is therefore a fraction of
   statements) is rolled back and its session ended;
 - ``tcp_user_timeout`` max(L/6, 1 s): a session blocked sending a result nobody reads is ended;
 - TCP keepalives (idle max(1, L/3) s, then 3 probes max(1, L/12) s apart): an idle session whose client
-  vanished is ended, which also frees its worker lock (``store/liveness.py``).
+  vanished is ended, which also frees its worker lock (``store/liveness.py``);
+- ``transaction_timeout`` 2L/3 (PostgreSQL 17 and later): a transaction, whatever it waits on, ends.
+
+Before PostgreSQL 17 one case escapes the first two: a client frozen inside a transaction between the
+two halves of a statement (the driver sends Parse/Describe/Flush, reads the answer, then Bind/Execute/
+Sync). The session is then "active", reading from its client, where PostgreSQL ignores statement_timeout
+and idle_in_transaction_session_timeout does not apply. Peers end such sessions (``store/liveness.py``).
 
 On its side, the daemon abandons a statement that has no answer after L/2 + L/6 (the server's cancel
 would have come first), and a renewal after L/6: it terminates the connection and never reuses it.
@@ -38,6 +44,8 @@ class SessionLimits:
     answer: float
     """How long a statement may go unanswered before the daemon abandons its connection."""
     renewal_answer: float
+    transaction: float
+    """PostgreSQL 17 and later: no transaction lives longer, whatever it waits on."""
 
     @classmethod
     def for_lease(cls, lease_seconds: float) -> SessionLimits:
@@ -52,6 +60,7 @@ class SessionLimits:
             keepalive_count=3,
             answer=lease / 2 + lease / 6,
             renewal_answer=lease / 6,
+            transaction=lease / 2 + lease / 6,
         )
 
     def answer_seconds(self, operation: str) -> float:
@@ -61,14 +70,14 @@ class SessionLimits:
         """The session settings sent at connect (asyncpg ``server_settings``)."""
         statement = self.renewal_statement if operation == RENEWAL else self.statement
         return {
-            "statement_timeout": _ms(statement),
-            "idle_in_transaction_session_timeout": _ms(self.idle_in_transaction),
-            "tcp_user_timeout": _ms(self.unacknowledged),
+            "statement_timeout": ms(statement),
+            "idle_in_transaction_session_timeout": ms(self.idle_in_transaction),
+            "tcp_user_timeout": ms(self.unacknowledged),
             "tcp_keepalives_idle": str(self.keepalive_idle),
             "tcp_keepalives_interval": str(self.keepalive_interval),
             "tcp_keepalives_count": str(self.keepalive_count),
         }
 
 
-def _ms(seconds: float) -> str:
+def ms(seconds: float) -> str:
     return str(max(1, math.ceil(seconds * 1000)))

@@ -32,6 +32,12 @@ _TAKE_PAUSE_SECONDS = 0.1
 # Workers with unexpired leases whose lock nobody holds ($1: this worker, never reaped by itself). Only
 # those already found so in the previous pass ($2) have their runs made claimable: a daemon whose lock
 # connection was cut takes its lock again within a pass, and is not taken for dead.
+#
+# Also ended: sessions of this role that touched run rows in a transaction and have been waiting on
+# their client, in the middle of a statement, for $3 seconds. A daemon frozen between the two halves of a
+# statement (Parse/Describe/Flush, then Bind/Execute/Sync) leaves its session "active": PostgreSQL before
+# 17 ignores statement_timeout while it reads from the client, and idle_in_transaction_session_timeout
+# does not apply; the row locks would be held for as long as the daemon stays frozen.
 _FREE_RUNS_OF_DEAD = """
     WITH holders AS MATERIALIZED (
         SELECT DISTINCT claimed_by AS worker FROM workflow_runs
@@ -49,8 +55,22 @@ _FREE_RUNS_OF_DEAD = """
         UPDATE workflow_runs r SET available_at = now(), updated_at = now()
         FROM abandoned a WHERE r.id = a.id
         RETURNING r.claimed_by
+    ),
+    stalled AS MATERIALIZED (
+        SELECT pg_terminate_backend(a.pid) AS ended FROM pg_stat_activity a
+        WHERE a.datname = current_database() AND a.usename = current_user AND a.pid <> pg_backend_pid()
+          AND a.state = 'active' AND a.wait_event IN ('ClientRead', 'ClientWrite')
+          AND a.state_change < now() - make_interval(secs => $3)
+          AND EXISTS (
+            SELECT 1 FROM pg_locks l
+            WHERE l.pid = a.pid AND l.relation = 'workflow_runs'::regclass
+              AND l.mode IN ('RowShareLock', 'RowExclusiveLock'))
     )
-    SELECT u.worker, (SELECT count(*) FROM freed f WHERE f.claimed_by = u.worker) AS freed FROM unlocked u
+    SELECT u.worker, (SELECT count(*) FROM freed f WHERE f.claimed_by = u.worker) AS freed,
+           (SELECT count(*) FROM stalled WHERE ended) AS sessions_ended
+    FROM unlocked u
+    UNION ALL
+    SELECT NULL, 0, (SELECT count(*) FROM stalled WHERE ended)
 """
 
 
@@ -135,12 +155,16 @@ class WorkerLock:
 
 
 class DeadWorkers:
-    """Finds workers whose daemon is gone, and makes their runs claimable at once."""
+    """Finds workers whose daemon is gone and makes their runs claimable; ends sessions stalled mid-statement."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def free_runs_of_dead(self, me: WorkerId, suspects: Collection[WorkerId]) -> dict[WorkerId, int]:
-        """Every other worker holding live leases without its lock, with the runs freed (``suspects`` only)."""
-        rows = await self._db.fetch(_FREE_RUNS_OF_DEAD, me, list(suspects), operation="reap")
-        return {WorkerId(row["worker"]): int(row["freed"]) for row in rows}
+    async def free_runs_of_dead(
+        self, me: WorkerId, suspects: Collection[WorkerId], stalled_seconds: float
+    ) -> tuple[dict[WorkerId, int], int]:
+        """Every other worker holding live leases without its lock, with the runs freed (``suspects`` only);
+        and how many sessions stalled on their client for ``stalled_seconds`` inside a transaction were ended."""
+        rows = await self._db.fetch(_FREE_RUNS_OF_DEAD, me, list(suspects), stalled_seconds, operation="reap")
+        found = {WorkerId(row["worker"]): int(row["freed"]) for row in rows if row["worker"] is not None}
+        return found, int(rows[-1]["sessions_ended"])

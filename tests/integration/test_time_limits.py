@@ -14,6 +14,7 @@ from sagad.errors import DatabaseTimeout, DatabaseUnreachable
 from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.limits import RENEWAL, SessionLimits
 from sagad.store.runs import RunStore
+from tests.helpers import running_daemon
 
 pytestmark = pytest.mark.anyio
 
@@ -24,6 +25,7 @@ _SETTINGS = (
     "tcp_keepalives_idle",
     "tcp_keepalives_interval",
     "tcp_keepalives_count",
+    "transaction_timeout",  # PostgreSQL 17 and later
 )
 
 
@@ -56,6 +58,8 @@ async def test_every_session_of_a_daemon_carries_limits_derived_from_its_lease(d
         "tcp_keepalives_interval": "2",  # round(30 / 12)
         "tcp_keepalives_count": "3",
     }
+    if "transaction_timeout" in pooled:
+        expected["transaction_timeout"] = "20000"
     assert pooled == {name: value for name, value in expected.items() if name in pooled}
     assert set(pooled) >= {"statement_timeout", "idle_in_transaction_session_timeout"}
     assert renewing == {**pooled, "statement_timeout": "3750"}
@@ -135,3 +139,34 @@ async def test_a_connection_whose_session_the_server_ended_is_dropped(database_u
         assert second["pid"] != first["pid"]
     finally:
         await single.close()
+
+
+async def test_a_transaction_frozen_between_the_halves_of_a_statement_is_ended_by_a_peer(
+    database_url: str, db: Database, runs: RunStore
+) -> None:
+    run_id, _ = await runs.submit(sample_brief(Ending.COMPLETED, 3))
+    limits = SessionLimits.for_lease(1.2)
+    # A daemon's session limits, but not the transaction_timeout of PostgreSQL 17, which would end it too.
+    frozen = await asyncpg.connect(asyncpg_dsn(database_url), server_settings=limits.server_settings())
+    try:
+        await frozen.execute("BEGIN")
+        await frozen.execute("UPDATE workflow_runs SET updated_at = now() WHERE id = $1", run_id)
+        # The driver's first half of a new statement (Parse/Describe/Flush); the frozen client never
+        # sends the second. The session is "active", reading from its client: PostgreSQL before 17
+        # ignores statement_timeout there, and it is not "idle in transaction".
+        await frozen.prepare("DELETE FROM qc_issues WHERE run_id = $1")
+        frozen_at = time.monotonic()
+        async with running_daemon(db, worker="peer", lease_seconds=1.2, reap_seconds=0.2) as peer:
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await db.fetch("SELECT 1 FROM workflow_runs WHERE id = $1 FOR UPDATE NOWAIT", run_id)
+                        break
+                    except Exception:  # lock_not_available, until the frozen session is ended
+                        await anyio.sleep(0.02)
+            freed_after = time.monotonic() - frozen_at
+            ended = peer.metrics.stalled_sessions_ended._value.get()
+    finally:
+        frozen.terminate()
+    assert ended == 1
+    assert freed_after < limits.idle_in_transaction + 1.5

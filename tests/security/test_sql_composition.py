@@ -25,7 +25,7 @@ from sagad.content.normalize import normalized
 from sagad.domain.runs import STATUS_NAMES, RunId, WorkerId
 from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES, Step
 from sagad.errors import StepFailed
-from sagad.store import audit, fence, runs, steps, writes
+from sagad.store import audit, fence, liveness, runs, steps, writes
 from sagad.store.db import Database
 from sagad.store.schema import metadata
 from sagad.store.steps import StepStore
@@ -80,8 +80,13 @@ SAFE_INTERPOLATIONS = {
 }
 """(function, expression): every value store/ splices into SQL text, and why it cannot come from outside."""
 
-ALLOWED_SQL_LITERALS = {*STATUS_NAMES, *STEP_NAMES, "", " (", ")", " held by ", " since ", "alembic_version"}
-"""The only quoted literals allowed in SQL text: statuses, steps and fixed punctuation of audit reports."""
+ALLOWED_SQL_LITERALS = {
+    *STATUS_NAMES, *STEP_NAMES, "", " (", ")", " held by ", " since ", "alembic_version",
+    # store/liveness.py and store/db.py: server catalog names, session states, lock modes and a setting
+    "workflow_runs", "active", "ClientRead", "ClientWrite", "RowShareLock", "RowExclusiveLock", "transaction_timeout",
+}  # fmt: skip
+"""The only quoted literals allowed in SQL text: statuses, steps, fixed punctuation of audit reports, and
+fixed names of the server's catalogs and settings."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,7 @@ def test_store_formats_no_string_with_percent_or_format() -> None:
 def _statements() -> dict[str, str]:
     """Every statement text store/ can send, with everything the builders can build from the schema."""
     texts: dict[str, str] = {}
-    for source in (runs, steps, audit, fence, writes):
+    for source in (runs, steps, audit, fence, writes, liveness):
         for name, value in vars(source).items():
             constant = name.lstrip("_").isupper()
             if constant and isinstance(value, str) and re.search(r"\b(SELECT|UPDATE|INSERT|DELETE|WITH)\b", value):
