@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from rich.progress import Progress as Bar
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
-from sagad.cli.load import Mix, Progress, follow, submit_all
+from sagad.cli.load import Mix, Progress, follow, patiently, submit_all
 from sagad.cli.report import LoadReport
 from sagad.domain.runs import RunId
 from sagad.store.audit import audit_database
@@ -162,8 +163,8 @@ def loadtest_command(
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(submit_all, store, mix.shuffled(), rate, progress, ids)
                         await follow(store, ids, runs, progress, show)
-            audit = await audit_database(db)
-        report = LoadReport.build(mix, list(progress.finished.values()), audit)
+            audit = await patiently(partial(audit_database, db), progress.outages)
+        report = LoadReport.build(mix, list(progress.finished.values()), audit, progress.outages)
         print(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
         if plot is not None:
             from sagad.cli.plot import draw  # noqa: PLC0415  (matplotlib is an optional extra)

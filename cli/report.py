@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sagad.cli.load import Mix
+from sagad.cli.load import Mix, Outages
 from sagad.store.records import AuditReport, RunEnd
 
 
@@ -32,9 +32,12 @@ class LoadReport:
     latency_ms: dict[str, dict[str, float]]
     compensation_ms: dict[str, float]
     audit: AuditReport
+    outages: int = 0
+    """Times the database stopped answering (restarted, connections cut), ridden out with capped backoff."""
+    waited_seconds: float = 0.0
 
     @classmethod
-    def build(cls, mix: Mix, finished: list[RunEnd], audit: AuditReport) -> LoadReport:
+    def build(cls, mix: Mix, finished: list[RunEnd], audit: AuditReport, outages: Outages | None = None) -> LoadReport:
         runs = sum(mix.counts.values())
         seconds = 0.0
         if finished:
@@ -52,6 +55,8 @@ class LoadReport:
             latency_ms={outcome: percentiles(values) for outcome, values in sorted(by_outcome.items())},
             compensation_ms=percentiles(compensation),
             audit=audit,
+            outages=0 if outages is None else outages.count,
+            waited_seconds=0.0 if outages is None else outages.seconds,
         )
 
     @property
@@ -79,6 +84,7 @@ class LoadReport:
             "latency_ms": {k: {q: round(v, 2) for q, v in p.items()} for k, p in self.latency_ms.items()},
             "compensation_latency_ms": {q: round(v, 2) for q, v in self.compensation_ms.items()},
             "audit": self.audit.as_dict(),
+            "database_outages": {"count": self.outages, "waited_s": round(self.waited_seconds, 3)},
         }
 
     def render(self) -> str:
@@ -94,5 +100,7 @@ class LoadReport:
             lines.append(
                 f"compensation {'':7} " + "  ".join(f"{q} {v:8.1f} ms" for q, v in self.compensation_ms.items())
             )
+        if self.outages:
+            lines.append(f"database outages: {self.outages}, {self.waited_seconds:.1f} s waited for it to answer again")
         lines.append(self.audit.render())
         return "\n".join(lines)
