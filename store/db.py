@@ -85,10 +85,9 @@ def translate(exc: BaseException) -> DatabaseError | None:
         if state == "42P01":  # undefined table
             return SchemaNotReady(f"the database is not migrated ({exc}); run `sagad migrate`")
         return PermanentDatabaseError(f"{type(exc).__name__} [{state}]: {exc}")
-    # InternalClientError: the driver found a connection in a state it cannot use; a fresh one can.
-    if isinstance(exc, asyncpg.exceptions.InternalClientError):
-        return TransientDatabaseError(f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, (asyncpg.InterfaceError, OSError, TimeoutError)):
+    # InternalClientError: the driver found a connection in a state it cannot use (the server's FATAL
+    # read, its close not yet), which is dropped like any lost connection; a fresh one can.
+    if isinstance(exc, (asyncpg.exceptions.InternalClientError, asyncpg.InterfaceError, OSError, TimeoutError)):
         return DatabaseUnreachable(f"{type(exc).__name__}: {exc}")
     return None
 
