@@ -107,14 +107,23 @@ class Supervisor:
         """
         await self._lock.take()
         try:
-            async for attempt in retrying():
-                with attempt:
-                    given_back = await self.runs.release_all(self.settings.worker_id)
-            if given_back:
-                log.info("gave back %d runs a previous daemon %s held", given_back, self.settings.worker_id)
-            await self._run(stop, task_status)
+            if await self._give_back_previous_life(stop):
+                await self._run(stop, task_status)
+            else:
+                task_status.started()  # stopped before it began: nothing to drain
         finally:
             await self._lock.release()
+
+    async def _give_back_previous_life(self, stop: anyio.Event) -> bool:
+        """Release what this worker id still holds from a killed life; False when told to stop first."""
+        async for attempt in retrying():
+            with attempt:
+                if stop.is_set():
+                    return False
+                given_back = await self.runs.release_all(self.settings.worker_id)
+        if given_back:
+            log.info("gave back %d runs a previous daemon %s held", given_back, self.settings.worker_id)
+        return True
 
     async def _run(self, stop: anyio.Event, task_status: TaskStatus[None]) -> None:
         s = self.settings

@@ -115,6 +115,7 @@ async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carri
     assert await writes_not_by_holder(db) == []
     lost = await sample(stale, "sagad_lease_renewals_total", result="lost")
     fenced = await sample(stale, "sagad_fenced_writes_total")
+    assert await sample(stale, "sagad_leases_lost_total", found_by="renewal") == lost
     stale.signal(signal.SIGTERM)
     assert await stale.wait() == 0
     report(
