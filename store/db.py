@@ -99,7 +99,8 @@ _BOUND_TYPES = "SELECT $1::uuid[], $2::bigint[], $3::int[], $4::smallint[], $5::
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.prepare(_BOUND_TYPES)
+    # Executed, not just prepared: a bare prepare (Parse/Describe/Flush) leaves the session mid-statement.
+    await conn.execute(_BOUND_TYPES, *[None] * 7)
 
 
 _TRANSACTION_TIMEOUT_FROM = 17  # the first PostgreSQL with transaction_timeout; older ones refuse the name
@@ -112,8 +113,16 @@ async def _limit_transactions(conn: asyncpg.Connection, limits: SessionLimits | 
 
 def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     async def init(conn: asyncpg.Connection) -> None:
-        await _limit_transactions(conn, limits)
-        await _init_connection(conn)
+        if limits is None:
+            await _init_connection(conn)
+            return
+        # Never cancelled halfway (the pool's acquire timeout would): the driver then closes the
+        # connection, and waits, with no limit, for the server to acknowledge a cancel it ignores
+        # while it reads the rest of a statement. A server that does not answer is dropped instead.
+        deadline = _Deadline(limits.answer)
+        with anyio.CancelScope(shield=True), deadline.watching(conn):
+            await _limit_transactions(conn, limits)
+            await _init_connection(conn)
 
     return init
 

