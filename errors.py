@@ -25,6 +25,18 @@ class TransientDatabaseError(DatabaseError):
     """A database error that is worth retrying: connection lost, serialization failure, deadlock."""
 
 
+class DatabaseUnreachable(TransientDatabaseError):
+    """The database refused a connection, dropped one, or did not answer in time."""
+
+
+class DatabaseTimeout(TransientDatabaseError):
+    """The server cancelled a statement that ran past its time limit (a lock held elsewhere, a slow server)."""
+
+
+class WorkerIdInUse(SagadError):
+    """A live daemon already runs under this worker id."""
+
+
 class PermanentDatabaseError(DatabaseError):
     """A database error that a retry would repeat: a constraint, a type, a missing table."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sagad.domain.runs import STATUS_NAMES, TERMINAL
@@ -22,7 +24,9 @@ UNDO_OUTCOMES = ("ok", "retried", "failed")
 LOST_LEASE_FINDERS = ("renewal", "call", "step", "compensation", "undo")
 
 
-ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler", "event_loop")
+ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler", "reaper", "event_loop")
+DB_OPERATIONS = ("claim", "renewal", "release", "reap", "sample", "listen", "lock", "commit")
+"""What sagad waits on the database for, as ``store/`` names it (``commit``: step and compensation commits)."""
 
 
 class Metrics:
@@ -156,6 +160,29 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.db_timeouts = Counter(
+            "sagad_db_timeouts",
+            "Statements abandoned (no answer in time; connection dropped) or cancelled by the server at their"
+            " time limit, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.reaped_runs = Counter(
+            "sagad_reaped_runs",
+            "Runs of dead daemons (worker lock free) made claimable before their lease ended.",
+            registry=r,
+        )
+        self.stalled_sessions_ended = Counter(
+            "sagad_stalled_sessions_ended",
+            "Sessions holding run rows in a transaction, stalled on their client mid-statement, ended by this"
+            " daemon's reaper.",
+            registry=r,
+        )
+        self.worker_lock_held = Gauge(
+            "sagad_worker_lock_held",
+            "1 while this daemon holds the lock on its worker id; without it, peers take it for dead.",
+            registry=r,
+        )
         self._create_series()
 
     def _create_series(self) -> None:
@@ -170,20 +197,19 @@ class Metrics:
                 self.step_call_duration.labels(step, outcome)
             for outcome in UNDO_OUTCOMES:
                 self.undos.labels(step, outcome)
-        for finder in LOST_LEASE_FINDERS:
-            self.leases_lost.labels(finder)
         for status in TERMINAL:
             self.runs.labels(status.value)
             self.run_duration.labels(status.value)
-        for result in ("renewed", "lost"):
-            self.lease_renewals.labels(result)
-        for stage in ("call", "step", "compensation"):
-            self.fenced.labels(stage)
-        for actor in ACTORS:
-            self.actor_restarts.labels(actor)
-        for kind in ("transient", "permanent"):
-            self.db_errors.labels(kind)
-        for table in (*BUSINESS_TABLES, "step_outputs"):
-            self.compensated_rows.labels(table)
-        for name in STATUS_NAMES:
-            self.runs_by_status.labels(name)
+        one_label: list[tuple[Counter | Gauge, Iterable[str]]] = [
+            (self.leases_lost, LOST_LEASE_FINDERS),
+            (self.lease_renewals, ("renewed", "lost")),
+            (self.fenced, ("call", "step", "compensation")),
+            (self.actor_restarts, ACTORS),
+            (self.db_errors, ("transient", "permanent")),
+            (self.compensated_rows, (*BUSINESS_TABLES, "step_outputs")),
+            (self.runs_by_status, STATUS_NAMES),
+            (self.db_timeouts, DB_OPERATIONS),
+        ]
+        for metric, values in one_label:
+            for value in values:
+                metric.labels(value)

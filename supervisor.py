@@ -27,8 +27,10 @@ from sagad.actors.ledger import Ledger
 from sagad.actors.loop_lag import LoopLag
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, NoFaults, Readiness, Unobserved
+from sagad.actors.reaper import Reaper
 from sagad.actors.relay import FailureRelay
 from sagad.actors.renewer import Renewer
+from sagad.actors.retry import retrying
 from sagad.actors.sampler import StatusSampler
 from sagad.actors.step import StepActor
 from sagad.content.pipeline import builtin_pipeline
@@ -37,6 +39,7 @@ from sagad.domain.runs import Lease, WorkerId
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
 from sagad.store.db import Database
+from sagad.store.liveness import DeadWorkers, WorkerLock
 from sagad.store.notify import SubmissionListener
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
@@ -64,12 +67,15 @@ class Settings:
     """How long a run whose undo kept failing waits, compensating, before it is tried again."""
     commits_in_flight: int = 3
     """Commits of one step in flight at once: more than one only when the database is far away."""
+    reap_seconds: float | None = 0.5
+    """How often to look for dead daemons whose runs to take over; None: wait for their leases."""
 
     @property
     def pool_size(self) -> int:
-        """Connections the daemon needs: each step's commits in flight, and one each for the claimer,
-        the compensator, the renewer, the sampler and the submission listener, and two to spare for a
-        connection being replaced after an error."""
+        """Connections of the main pool: each step's commits in flight, and one each for the claimer,
+        the compensator, the sampler, the reaper and a release, and two to spare for a connection being
+        replaced after an error. Renewals have a pool of two of their own; the submission listener and
+        the worker lock a connection each."""
         return 5 * self.commits_in_flight + 7
 
 
@@ -97,7 +103,7 @@ def _buffered(stream: MemoryObjectReceiveStream[Any]) -> int:
 
 
 class Supervisor:
-    """Runs one daemon: claimer, a step actor and a relay per step, compensator, renewer and samplers."""
+    """Runs one daemon: claimer, a step actor and a relay per step, compensator, renewer, samplers and reaper."""
 
     def __init__(
         self,
@@ -118,9 +124,37 @@ class Supervisor:
         self._listener = SubmissionListener(db)
         self._faults = faults or NoFaults()
         self._readiness = readiness or Unobserved()
+        self._lock = WorkerLock(db, settings.worker_id, check_seconds=settings.lease_seconds / 3)
+        metrics.worker_lock_held.set_function(lambda: int(self._lock.held))
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until ``stop`` is set, then drain in-flight runs and release what is left."""
+        """Run until ``stop`` is set, then drain in-flight runs and release what is left.
+
+        WorkerIdInUse when a live daemon runs under the same worker id. Runs a previous life of this
+        worker id still held are given back at start, to be claimed at once.
+        """
+        self._db.count_timeouts(lambda operation: self.metrics.db_timeouts.labels(operation).inc())
+        await self._lock.take()
+        try:
+            if await self._give_back_previous_life(stop):
+                await self._run(stop, task_status)
+            else:
+                task_status.started()  # stopped before it began: nothing to drain
+        finally:
+            await self._lock.release()
+
+    async def _give_back_previous_life(self, stop: anyio.Event) -> bool:
+        """Release what this worker id still holds from a killed life; False when told to stop first."""
+        async for attempt in retrying():
+            with attempt:
+                if stop.is_set():
+                    return False
+                given_back = await self.runs.release_all(self.settings.worker_id)
+        if given_back:
+            log.info("gave back %d runs a previous daemon %s held", given_back, self.settings.worker_id)
+        return True
+
+    async def _run(self, stop: anyio.Event, task_status: TaskStatus[None]) -> None:
         s = self.settings
         specs = self.pipeline.steps
         forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in specs]
@@ -170,6 +204,15 @@ class Supervisor:
         )
         sampler = StatusSampler(store=self.runs, plans=self._db, metrics=self.metrics, every_seconds=s.sample_seconds)
         lag = LoopLag(self.metrics)
+        reaper = None
+        if s.reap_seconds is not None:
+            reaper = Reaper(
+                store=DeadWorkers(self._db),
+                metrics=self.metrics,
+                worker=s.worker_id,
+                every_seconds=s.reap_seconds,
+                stalled_seconds=s.lease_seconds / 6,  # as idle_in_transaction_session_timeout (store/limits.py)
+            )
         self._export_depths([a.step.value for a in actors], forward, backward, to_compensator)
 
         claiming = anyio.CancelScope()
@@ -188,6 +231,9 @@ class Supervisor:
                 resources.enter_context(inbox.receive)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listener.run)
+                tg.start_soon(self._lock.keep)
+                if reaper is not None:
+                    tg.start_soon(self._supervise, "reaper", reaper, reaper.run)
                 tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
                 tg.start_soon(self._supervise, "sampler", sampler, sampler.run)
                 tg.start_soon(self._supervise, "event_loop", lag, lag.run)

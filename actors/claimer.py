@@ -17,6 +17,7 @@ from sagad.actors.retry import retrying
 from sagad.domain.rows import StepWrite
 from sagad.domain.runs import ClaimedRun, Lease, RunStatus, WorkerId
 from sagad.domain.steps import Step
+from sagad.errors import DatabaseUnreachable
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class Claimer:
         """``steps[i]`` is step i's inbox; ``failures[i]`` is where step i's failures start back."""
 
         def on_retry(error: BaseException) -> None:
-            log.warning("claim failed, retrying: %s", error)
+            # An outage is reported once by the store, when it starts and when it ends.
+            level = logging.DEBUG if isinstance(error, DatabaseUnreachable) else logging.WARNING
+            log.log(level, "claim failed, retrying: %s", error)
             self._metrics.db_errors.labels("transient").inc()
             self._readiness.claim_failed()
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import anyio
 
 from sagad.domain.runs import Lease, RunId, RunStatus
 from sagad.metrics import Metrics
+
+LeaseLossFinder = Literal["renewal", "call", "step", "compensation", "undo"]
+"""What found a lease lost: a renewal that no longer matched, a call or undo whose lease went, or a step or
+compensation write fenced off (metrics.LOST_LEASE_FINDERS)."""
 
 
 class Ledger:
@@ -57,8 +62,12 @@ class Ledger:
         self._metrics.run_duration.labels(outcome.value).observe(age_seconds)
         self.drop([lease])
 
-    def lose(self, leases: Iterable[Lease], found_by: str) -> None:
-        """Another daemon took these runs over (found by a renewal, a step or a compensation)."""
+    def lose(self, leases: Iterable[Lease], found_by: LeaseLossFinder) -> None:
+        """Forget runs another daemon took over; each one still held counts once as a lost lease.
+
+        Whatever finds a loss first calls this (the renewer, a fenced step or compensation write),
+        so every lost lease is counted, and none twice.
+        """
         lost = [lease for lease in leases if self.holds(lease)]
         if lost:
             self._metrics.leases_lost.labels(found_by).inc(len(lost))

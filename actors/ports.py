@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from sagad.domain.rows import Committed, StepWrite
@@ -37,6 +37,15 @@ class RunLeases(Protocol):
     async def sample_statuses(self) -> StatusSample: ...
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int: ...
+
+
+class DeadWorkers(Protocol):
+    async def free_runs_of_dead(
+        self, me: WorkerId, suspects: Collection[WorkerId], stalled_seconds: float
+    ) -> tuple[dict[WorkerId, int], int]:
+        """Other workers holding live leases without their worker lock, with the runs freed for ``suspects``;
+        and the sessions ended for stalling on their client mid-statement in a transaction."""
+        ...
 
 
 class Plans(Protocol):

@@ -10,14 +10,18 @@ import anyio
 from sagad.actors.ledger import Ledger
 from sagad.actors.ports import RunLeases
 from sagad.domain.runs import Lease, WorkerId
-from sagad.errors import TransientDatabaseError
+from sagad.errors import DatabaseUnreachable, TransientDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
 class Renewer:
-    """Renews every held lease each tick; runs another daemon took over are dropped."""
+    """Renews every held lease each tick; runs another daemon took over are dropped and counted lost.
+
+    Rows locked by others are skipped, not waited for: a run stuck behind a lock is not renewed this
+    tick, and every other lease is.
+    """
 
     def __init__(
         self, *, store: RunLeases, ledger: Ledger, metrics: Metrics, worker: WorkerId, lease_seconds: float
@@ -32,16 +36,24 @@ class Renewer:
         return []  # it holds no run of its own
 
     async def run(self) -> None:
-        # Three ticks per lease: two renewals may fail before another daemon can take a run.
+        # A renewal starts every third of a lease, however long the last one took: a daemon that stops
+        # answering renewed its leases at most L/3 before, so they end no sooner than 2L/3 after it
+        # stopped, when the server has ended whatever it held (store/limits.py). A failed renewal
+        # (its deadline is L/6) is tried again soon, not a whole tick later.
         tick = self._lease_seconds / 3
+        next_start = anyio.current_time() + tick
         while True:
-            await anyio.sleep(tick)
+            await anyio.sleep(max(0.0, next_start - anyio.current_time()))
+            started = anyio.current_time()
             try:
                 await self.renew_once()
             except TransientDatabaseError as error:
-                # A missed tick is not fatal: the next one comes well before the leases expire.
-                log.warning("lease renewal failed: %s", error)
+                level = logging.DEBUG if isinstance(error, DatabaseUnreachable) else logging.WARNING
+                log.log(level, "lease renewal failed: %s", error)
                 self._metrics.db_errors.labels("transient").inc()
+                next_start = anyio.current_time() + tick / 8
+            else:
+                next_start = started + tick
 
     async def renew_once(self) -> None:
         leases = self._ledger.snapshot()

@@ -8,7 +8,7 @@ import anyio
 
 from sagad.actors.ports import Plans, RunLeases
 from sagad.domain.runs import Lease, RunStatus, StatusSample
-from sagad.errors import TransientDatabaseError
+from sagad.errors import DatabaseUnreachable, TransientDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class StatusSampler:
                 sample = await self._store.sample_statuses()
                 overdue = await self._store.count_overdue()
             except TransientDatabaseError as error:
-                log.warning("status sampling failed: %s", error)
+                level = logging.DEBUG if isinstance(error, DatabaseUnreachable) else logging.WARNING
+                log.log(level, "status sampling failed: %s", error)
             else:
                 for status in RunStatus:
                     count = sample.finished.get(status, 0) if status.is_terminal else sample.in_flight.get(status, 0)

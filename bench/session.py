@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from sagad.store.db import Database, asyncpg_dsn
+from sagad.store.db import COMMIT, Database, asyncpg_dsn
 
 
 class OneConnection(Database):
@@ -22,7 +22,7 @@ class OneConnection(Database):
         self.conn = conn
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         yield self.conn
 
 

@@ -15,6 +15,7 @@ from sagad.errors import SagadError
 from sagad.store import migrate
 from sagad.store.db import Database, redact
 from sagad.store.embedded import embedded_url
+from sagad.store.limits import SessionLimits
 from sagad.store.migrate import ensure_migrated
 
 DatabaseUrl = Annotated[
@@ -60,19 +61,34 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
-    """Run ``main`` on the event loop; a SagadError ends the command with its message, not a traceback."""
+    """Run ``main`` on the event loop; a SagadError ends the command with its message, not a traceback.
+
+    Also when it comes out of a task group, wrapped in an exception group with nothing else.
+    """
     try:
         code = anyio.run(main)
     except SagadError as error:
         fail(str(error))
+    except BaseExceptionGroup as group:
+        errors, others = group.split(SagadError)
+        if errors is None or others is not None:
+            raise
+        fail(str(_first_leaf(errors)))
     if code:
         raise typer.Exit(code)
 
 
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 @asynccontextmanager
-async def migrated_database(url: str | None, *, max_size: int = 10, min_size: int = 1) -> AsyncIterator[Database]:
+async def migrated_database(
+    url: str | None, *, max_size: int = 10, min_size: int = 1, limits: SessionLimits | None = None
+) -> AsyncIterator[Database]:
     """A pool on the configured database, which must be migrated to this sagad's schema."""
-    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size)
+    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size, limits=limits)
     try:
         await ensure_migrated(db)
         yield db

@@ -17,7 +17,9 @@ from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.cli.pipelines import PipelineNotLoaded, daemon_pipeline
 from sagad.domain.runs import WorkerId
 from sagad.endpoint import Endpoint, Health, announcement
+from sagad.errors import DatabaseUnreachable
 from sagad.metrics import Metrics
+from sagad.store.limits import SessionLimits
 from sagad.supervisor import Settings, Supervisor
 
 log = logging.getLogger("sagad")
@@ -43,6 +45,15 @@ def parse_latency(value: str) -> tuple[float, float]:
     if not sep or not 0 < seconds[0] <= seconds[1] < 3600:
         fail(f"--simulate-latency must be MEDIAN_MS:P99_MS with 0 < median <= p99 (e.g. 1000:3000), got {value!r}")
     return seconds
+
+
+class _OutageRepeats(logging.Filter):
+    """Drops the per-attempt lines of retries caused by an outage: the store logs when it starts and ends."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO or not isinstance(record.args, tuple):
+            return True
+        return not any(isinstance(arg, DatabaseUnreachable) for arg in record.args)
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -103,6 +114,15 @@ def daemon_command(
         float,
         typer.Option(envvar="SAGAD_DRAIN_SECONDS", min=0, max=3600, help="How long a stop waits for runs to end."),
     ] = 10.0,
+    reap_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="SAGAD_REAP_SECONDS",
+            min=0,
+            max=60,
+            help="How often to look for dead daemons (worker lock free) and free their runs at once; 0: never.",
+        ),
+    ] = 0.5,
     max_attempts: Annotated[
         int,
         typer.Option(
@@ -162,6 +182,8 @@ def daemon_command(
     if level is None:
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OutageRepeats())
     if worker_id is not None and not (0 < len(worker_id) <= 200 and worker_id.isprintable()):
         fail("--worker-id must be 1 to 200 printable characters")
     settings = Settings(
@@ -174,6 +196,7 @@ def daemon_command(
         drain_seconds=drain_seconds,
         max_attempts=max_attempts,
         undo_retry_seconds=undo_retry_seconds,
+        reap_seconds=reap_seconds or None,
     )
     try:
         steps = daemon_pipeline(
@@ -190,7 +213,8 @@ def daemon_command(
     async def main() -> None:
         # Every connection opened (and its types looked up) before the first run, not during it.
         pool = settings.pool_size
-        async with migrated_database(database_url, max_size=pool, min_size=pool) as db:
+        limits = SessionLimits.for_lease(lease_seconds)
+        async with migrated_database(database_url, max_size=pool, min_size=pool, limits=limits) as db:
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
                 await tg.start(_watch_signals, stop, tg.cancel_scope)
@@ -202,6 +226,14 @@ def daemon_command(
                     # it out of the collector's full passes, which otherwise pause every task for ~70 ms.
                     gc.collect()
                     gc.freeze()
+                    supervisor = Supervisor(db, settings, metrics, pipeline=steps, readiness=health)
+
+                    async def supervise(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                        await supervisor.run(stop, task_status=task_status)
+                        tg.cancel_scope.cancel()
+
+                    # Started once it holds its worker lock: a live twin makes it stop here, with one line.
+                    await tg.start(supervise)
                     log.info(
                         "daemon %s running (lease %ss, up to %d runs, pipeline %s)",
                         settings.worker_id,
@@ -209,8 +241,7 @@ def daemon_command(
                         max_inflight,
                         pipeline or "built-in",
                     )
-                    await Supervisor(db, settings, metrics, pipeline=steps, readiness=health).run(stop)
-                    tg.cancel_scope.cancel()
+                    await anyio.sleep_forever()
         log.info("daemon %s stopped", settings.worker_id)
 
     run_async(main)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
 
+from sagad.actors.retry import retrying
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.runs import RunId
 from sagad.store.records import RunEnd
 from sagad.store.runs import RunStore
 
 SUBMIT_BATCH = 200
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +53,39 @@ class Mix:
 
 
 @dataclass(slots=True)
+class Outages:
+    """How often, and how long, the load test waited for the database to answer again."""
+
+    count: int = 0
+    seconds: float = 0.0
+    _since: float | None = None
+
+    def lost(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+            self.count += 1
+
+    def answered(self) -> None:
+        if self._since is not None:
+            self.seconds += time.monotonic() - self._since
+            self._since = None
+
+
+async def patiently(call: Callable[[], Awaitable[T]], outages: Outages) -> T:
+    """``call()``, retried through transient database errors with capped backoff, as the daemon does."""
+    async for attempt in retrying(lambda _: outages.lost()):
+        with attempt:
+            result = await call()
+    outages.answered()
+    return result
+
+
+@dataclass(slots=True)
 class Progress:
     submitted: int = 0
     finished: dict[RunId, RunEnd] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    outages: Outages = field(default_factory=Outages)
 
     def counts(self) -> Counter[str]:
         return Counter(f.outcome for f in self.finished.values())
@@ -76,14 +110,20 @@ async def submit_all(
     """Submit every brief: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s (open loop).
 
     In the open loop each batch goes out on time in a task of its own: a slow submission (a
-    database far away) does not hold up the next one.
+    database far away) does not hold up the next one. Each brief carries an idempotency key of this
+    load test, so that a submission retried after a lost connection (which may have committed)
+    returns the runs it made instead of making them twice.
     """
     started = time.monotonic()
     batch = SUBMIT_BATCH if rate <= 0 else max(1, min(SUBMIT_BATCH, int(rate / 50)))
+    test = uuid.uuid4().hex[:12]
 
     async def submit(start: int) -> None:
-        chunk = [(brief_for(o, start + n, destination), None) for n, o in enumerate(outcomes[start : start + batch])]
-        results = await runs.submit_many(chunk)
+        chunk = [
+            (brief_for(o, start + n, destination), f"loadtest-{test}-{start + n}")
+            for n, o in enumerate(outcomes[start : start + batch])
+        ]
+        results = await patiently(partial(runs.submit_many, chunk), progress.outages)
         ids.extend(run_id for run_id, _ in results)
         progress.submitted += len(results)
 
@@ -103,6 +143,7 @@ async def follow(
     while len(progress.finished) < total:
         waiting = [run_id for run_id in ids if run_id not in progress.finished]
         for start in range(0, len(waiting), 10_000):
-            progress.finished.update(await runs.ends(waiting[start : start + 10_000]))
+            part = waiting[start : start + 10_000]
+            progress.finished.update(await patiently(partial(runs.ends, part), progress.outages))
         on_change()
         await anyio.sleep(1.0 if len(progress.finished) < total * 0.9 else 0.2)

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +22,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
-from sagad.cli.load import Mix, Progress, follow, submit_all
+from sagad.cli.load import Mix, Progress, follow, patiently, submit_all
 from sagad.cli.report import Deliveries, LoadReport
 from sagad.cli.vitals import Vitals, Watched, watch
 from sagad.domain.runs import RunId
@@ -227,10 +228,15 @@ def loadtest_command(
                         tg.start_soon(submit_all, store, mix.shuffled(), rate, progress, ids, destination)
                         await follow(store, ids, runs, progress, show)
                         tg.cancel_scope.cancel()
-            audit = await audit_database(db)
+            audit = await patiently(partial(audit_database, db), progress.outages)
             deliveries = None if receiver is None else Deliveries.check(receiver.summary(), progress.finished)
         report = LoadReport.build(
-            mix, list(progress.finished.values()), audit, vitals=vitals if watched else None, deliveries=deliveries
+            mix,
+            list(progress.finished.values()),
+            audit,
+            vitals=vitals if watched else None,
+            deliveries=deliveries,
+            outages=progress.outages,
         )
         print(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
         if plot is not None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sagad.cli.load import Mix
+from sagad.cli.load import Mix, Outages
 from sagad.cli.vitals import Vitals
 from sagad.content.delivery import idempotency_key
 from sagad.domain.runs import RunId
@@ -73,6 +73,9 @@ class LoadReport:
     """From the first submission to the last, in database time."""
     vitals: Vitals | None = None
     deliveries: Deliveries | None = None
+    outages: int = 0
+    """Times the database stopped answering (restarted, connections cut), ridden out with capped backoff."""
+    waited_seconds: float = 0.0
 
     @classmethod
     def build(
@@ -83,6 +86,7 @@ class LoadReport:
         *,
         vitals: Vitals | None = None,
         deliveries: Deliveries | None = None,
+        outages: Outages | None = None,
     ) -> LoadReport:
         runs = sum(mix.counts.values())
         seconds = 0.0
@@ -106,6 +110,8 @@ class LoadReport:
             else 0.0,
             vitals=vitals,
             deliveries=deliveries,
+            outages=0 if outages is None else outages.count,
+            waited_seconds=0.0 if outages is None else outages.seconds,
         )
 
     @property
@@ -142,6 +148,7 @@ class LoadReport:
             "audit": self.audit.as_dict(),
             **({"daemons": self.vitals.as_dict()} if self.vitals else {}),
             **({"deliveries": self.deliveries.as_dict()} if self.deliveries else {}),
+            "database_outages": {"count": self.outages, "waited_s": round(self.waited_seconds, 3)},
         }
 
     def render(self) -> str:
@@ -172,5 +179,7 @@ class LoadReport:
                 f"deliveries: {d.accepted} packages accepted, {d.retracted} retracted; "
                 + ("every completed run's once, no compensated run's" if d.ok else f"WRONG: {d.as_dict()}")
             )
+        if self.outages:
+            lines.append(f"database outages: {self.outages}, {self.waited_seconds:.1f} s waited for it to answer again")
         lines.append(self.audit.render())
         return "\n".join(lines)

@@ -1,16 +1,33 @@
-"""The connection pool, and the one place where driver errors become sagad's errors."""
+"""The connection pools, their time limits, and the one place where driver errors become sagad's errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from sagad.errors import ConfigError, DatabaseError, PermanentDatabaseError, SchemaNotReady, TransientDatabaseError
+from sagad.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseTimeout,
+    DatabaseUnreachable,
+    PermanentDatabaseError,
+    SchemaNotReady,
+    TransientDatabaseError,
+)
+from sagad.store.limits import RENEWAL, SessionLimits, ms
+
+log = logging.getLogger(__name__)
+
+COMMIT = "commit"
+"""The operation of a connection that does not name one: the step and compensation commits."""
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (serialization
 # failure, deadlock), insufficient resources, and the server shutting down or starting up.
@@ -39,20 +56,39 @@ def asyncpg_dsn(url: str) -> str:
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# Errors after which the server has ended the session: connection exceptions, an administrator or a
+# crash shutting it down, the database dropped, an idle session or idle transaction timed out.
+_SESSION_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57P04", "57P05", "25P03")
+_QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
+
+
+def session_is_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server ended the session: the connection must never be used again."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    state = exc.sqlstate or ""
+    return state.startswith(_SESSION_GONE_SQLSTATES) or getattr(exc, "severity", None) in ("FATAL", "PANIC")
+
+
 def translate(exc: BaseException) -> DatabaseError | None:
     """The sagad error for a driver error, or None when ``exc`` did not come from the database."""
     if isinstance(exc, DatabaseError):
         return exc
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
+        if session_is_gone(exc):
+            return DatabaseUnreachable(f"{type(exc).__name__}: {exc}")
+        if state == _QUERY_CANCELED:
+            return DatabaseTimeout(f"{type(exc).__name__}: {exc}")
         if state.startswith(_TRANSIENT_SQLSTATES):
             return TransientDatabaseError(f"{type(exc).__name__}: {exc}")
         if state == "42P01":  # undefined table
             return SchemaNotReady(f"the database is not migrated ({exc}); run `sagad migrate`")
         return PermanentDatabaseError(f"{type(exc).__name__} [{state}]: {exc}")
-    # InternalClientError: the driver found a connection in a state it cannot use; a fresh one can.
-    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError, TimeoutError)):
-        return TransientDatabaseError(f"{type(exc).__name__}: {exc}")
+    # InternalClientError: the driver found a connection in a state it cannot use (the server's FATAL
+    # read, its close not yet), which is dropped like any lost connection; a fresh one can.
+    if isinstance(exc, (asyncpg.exceptions.InternalClientError, asyncpg.InterfaceError, OSError, TimeoutError)):
+        return DatabaseUnreachable(f"{type(exc).__name__}: {exc}")
     return None
 
 
@@ -63,15 +99,40 @@ _BOUND_TYPES = "SELECT $1::uuid[], $2::bigint[], $3::int[], $4::smallint[], $5::
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.prepare(_BOUND_TYPES)
+    # Executed, not just prepared: a bare prepare (Parse/Describe/Flush) leaves the session mid-statement.
+    await conn.execute(_BOUND_TYPES, *[None] * 7)
+
+
+_TRANSACTION_TIMEOUT_FROM = 17  # the first PostgreSQL with transaction_timeout; older ones refuse the name
+
+
+async def _limit_transactions(conn: asyncpg.Connection, limits: SessionLimits | None) -> None:
+    if limits is not None and conn.get_server_version().major >= _TRANSACTION_TIMEOUT_FROM:
+        await conn.execute("SELECT set_config('transaction_timeout', $1, false)", ms(limits.transaction))
+
+
+def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    async def init(conn: asyncpg.Connection) -> None:
+        if limits is None:
+            await _init_connection(conn)
+            return
+        # Never cancelled halfway (the pool's acquire timeout would): the driver then closes the
+        # connection, and waits, with no limit, for the server to acknowledge a cancel it ignores
+        # while it reads the rest of a statement. A server that does not answer is dropped instead.
+        deadline = _Deadline(limits.answer)
+        with anyio.CancelScope(shield=True), deadline.watching(conn):
+            await _limit_transactions(conn, limits)
+            await _init_connection(conn)
+
+    return init
 
 
 async def _skip_session_reset(conn: asyncpg.Connection) -> None:
-    """Nothing to reset: sagad never changes session state.
+    """Nothing to reset: sagad never changes the session state of a pooled connection.
 
-    No settings, advisory locks or cursors, and the submission listener unlistens itself; the
-    driver's default reset would add a round trip to every statement. The pool still rolls back
-    an unfinished transaction, and ``_acquired`` never returns a connection that saw an error.
+    No settings, advisory locks or cursors (the worker lock and LISTEN have connections of their
+    own); the driver's default reset would add a round trip to every statement. The pool still
+    rolls back an unfinished transaction, and ``_acquired`` never returns a connection that saw an error.
     """
 
 
@@ -84,48 +145,182 @@ def _is_closed(conn: asyncpg.Connection) -> bool:
 
 
 @asynccontextmanager
-async def _acquired(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as conn:
+async def _acquired(pool: asyncpg.Pool, within: float | None) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire(timeout=within) as conn:  # the driver cancels a connect it times out
         try:
             yield conn
         except BaseException as exc:
-            # A server error leaves the protocol ready for the next statement; anything else
-            # (connection lost, cancelled mid-statement) may not, so the connection goes.
-            if not isinstance(exc, asyncpg.PostgresError) and not _is_closed(conn):
+            # A server error leaves the protocol ready for the next statement, unless the server ended
+            # the session with it (the driver would fail the next one with "cannot switch to state");
+            # anything else (connection lost, cancelled or abandoned mid-statement) may not either.
+            if (not isinstance(exc, asyncpg.PostgresError) or session_is_gone(exc)) and not _is_closed(conn):
                 conn.terminate()
             raise
 
 
-class Database:
-    """A pool of connections to one PostgreSQL database."""
+async def close_dedicated(conn: asyncpg.Connection) -> None:
+    """Close politely if the server answers at once; else just drop the connection."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await conn.close(timeout=1.0)
+        except Exception:
+            conn.terminate()
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+
+_LATE_SECONDS = 0.1
+
+
+class _Deadline:
+    """Abandons a connection whose work has gone unanswered too long: terminates it, never cancels it.
+
+    A cancelled statement makes the driver send a cancel request over a new connection, to a server
+    that may not answer that either; closing the socket needs nothing from the server, whose own
+    statement_timeout ends what it was running. The timer is asyncio's, not a task per statement:
+    this is the driver's layer, and the driver is asyncio's.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._ends = None if seconds is None else asyncio.get_running_loop().time() + seconds
+
+    def remaining(self) -> float | None:
+        if self._ends is None:
+            return None
+        return max(0.0, self._ends - asyncio.get_running_loop().time())
+
+    @contextmanager
+    def watching(self, conn: asyncpg.Connection) -> Iterator[None]:
+        remaining = self.remaining()
+        if remaining is None:
+            yield
+            return
+
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def expire(*, graced: bool = False) -> None:
+            nonlocal timer
+            if not graced and loop.time() - (self._ends or 0.0) > _LATE_SECONDS:
+                # The timer itself is late: this process was frozen or starved, not the server. The
+                # answer may be waiting in the socket; one more moment lets the loop read it.
+                timer = loop.call_later(_LATE_SECONDS, lambda: expire(graced=True))
+                return
+            self.expired = True
+            if not _is_closed(conn):
+                conn.terminate()
+
+        timer = loop.call_later(remaining, expire)
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    @property
+    def shielded(self) -> bool:
+        """Work with a deadline is never cut off from outside: it ends, or its deadline abandons it."""
+        return self.seconds is not None
+
+
+class _Reachability:
+    """Says when the database was lost and when it answers again: one line each, however many retries."""
+
+    def __init__(self, url: str) -> None:
+        self._url = redact(url)
+        self._lost_at: float | None = None
+
+    def lost(self, error: DatabaseError) -> None:
+        if self._lost_at is None:
+            self._lost_at = anyio.current_time()
+            log.warning("lost the database %s (%s): retrying until it answers", self._url, str(error))
+
+    def answered(self, asked_at: float) -> None:
+        """A statement sent at ``asked_at`` was answered; one sent before the loss was found says nothing."""
+        if self._lost_at is not None and asked_at > self._lost_at:
+            log.warning("the database %s answers again, after %.1f s", self._url, anyio.current_time() - self._lost_at)
+            self._lost_at = None
+
+
+async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operation: str) -> asyncpg.Pool:
+    # No floor (min_size 0): the driver would keep it from a background task that logs a traceback
+    # per failed attempt while the database is down. Connections are opened by ``Database._open``
+    # and never closed for being idle.
+    options: dict[str, Any] = {"command_timeout": 60}
+    if limits is not None:
+        options = {
+            "command_timeout": None,  # the deadlines of Database.connection rule
+            "timeout": limits.answer_seconds(operation),
+            "server_settings": limits.server_settings(operation),
+        }
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=size,
+        max_inactive_connection_lifetime=0,
+        init=_initializer(limits),
+        reset=_skip_session_reset,
+        **options,
+    )
+
+
+class Database:
+    """Pools of connections to one PostgreSQL database: one for work, one for lease renewals.
+
+    Renewals have a pool of their own, so that statements hung in the other can never keep a
+    renewal waiting for a connection.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, url: str, *, limits: SessionLimits | None = None, renewals: asyncpg.Pool | None = None
+    ) -> None:
         self._pool = pool
+        self._renewals = renewals
+        self._limits = limits
+        self._dsn = asyncpg_dsn(url)
         self.url = url
+        self._reachability = _Reachability(url)
+        self._on_timeout: Callable[[str], None] = lambda _: None
         # Bumped by refresh_plans(); each server process (one per connection) is at the generation it
         # last planned in, or at the one current when first used (it had planned nothing before).
         self._plans_generation = 0
         self._planned_in: dict[int, int] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, max_size: int = 10, min_size: int = 1) -> Database:
-        """A pool of up to ``max_size`` connections, ``min_size`` of them opened at once."""
+    async def connect(
+        cls, url: str, *, max_size: int = 10, min_size: int = 1, limits: SessionLimits | None = None
+    ) -> Database:
+        """Pools of up to ``max_size`` connections, ``min_size`` of them opened at once.
+
+        ``limits`` (a daemon's, derived from its lease) bound what the server lets each session hold
+        and how long sagad waits for an answer; without them, a statement may take a minute.
+        """
         dsn = asyncpg_dsn(url)
+        db: Database | None = None
         try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                init=_init_connection,
-                reset=_skip_session_reset,
-                command_timeout=60,
-            )
+            pool = await _create_pool(dsn, max_size, limits, "")
+            renewals = None if limits is None else await _create_pool(dsn, 2, limits, RENEWAL)
+            db = cls(pool, url, limits=limits, renewals=renewals)
+            await db._open(min_size)
         except Exception as exc:
+            if db is not None:
+                await db.close()
             mapped = translate(exc)
             if mapped is None and not isinstance(exc, (ValueError, OverflowError, asyncpg.PostgresError)):
                 raise
             raise ConfigError(f"cannot connect to {redact(url)}: {type(exc).__name__}: {exc}") from None
-        return cls(pool, url)
+        return db
+
+    async def _open(self, n: int) -> None:
+        """Open ``n`` connections (and one for renewals) now, so that the first runs do not wait for them."""
+        async with AsyncExitStack() as held:
+            for _ in range(n):
+                await held.enter_async_context(self._pool.acquire())
+            if self._renewals is not None:
+                await held.enter_async_context(self._renewals.acquire())
+
+    def count_timeouts(self, observer: Callable[[str], None]) -> None:
+        """Call ``observer(operation)`` for each statement abandoned or cancelled for its time limit."""
+        self._on_timeout = observer
 
     def refresh_plans(self) -> None:
         """Have every connection re-plan its prepared statements before it next runs one.
@@ -144,27 +339,107 @@ class Database:
 
     async def close(self) -> None:
         await self._pool.close()
+        if self._renewals is not None:
+            await self._renewals.close()
+
+    def _deadline(self, operation: str) -> _Deadline:
+        return _Deadline(None if self._limits is None else self._limits.answer_seconds(operation))
+
+    def _failure(self, exc: Exception, operation: str, deadline: _Deadline) -> Exception:
+        """The error to raise for ``exc``: sagad's, counted and reported; ``exc`` itself when not the database's."""
+        if deadline.expired or (deadline.seconds is not None and isinstance(exc, TimeoutError)):
+            self._on_timeout(operation)
+            lost = DatabaseUnreachable(f"no answer to {operation} within {deadline.seconds:.3g} s; connection dropped")
+            self._reachability.lost(lost)
+            return lost
+        mapped = translate(exc)
+        if mapped is None:
+            return exc
+        if isinstance(mapped, DatabaseTimeout):
+            self._on_timeout(operation)
+            return DatabaseTimeout(f"{operation} cancelled by the server at its time limit: {mapped}")
+        if isinstance(mapped, DatabaseUnreachable):
+            self._reachability.lost(mapped)
+        return mapped
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
-        async with self.connection() as conn, conn.transaction():
+        async with self.connection(operation) as conn, conn.transaction():
             yield conn
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection outside any transaction (single statements, LISTEN)."""
-        try:
-            async with _acquired(self._pool) as conn:
-                await self._replan_if_stale(conn)
-                yield conn
-        except Exception as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+    async def connection(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection outside any transaction, for one piece of work named ``operation``.
 
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.connection() as conn:
+        Under session limits, the work is never cut off from outside (a stop waits for it, so no
+        statement is left half sent), and it is abandoned once unanswered past its deadline: the
+        connection is terminated, never reused, and the caller gets a DatabaseUnreachable.
+        """
+        deadline = self._deadline(operation)
+        pool = self._renewals if operation == RENEWAL and self._renewals is not None else self._pool
+        asked_at = anyio.current_time()
+        try:
+            with anyio.CancelScope(shield=deadline.shielded):
+                async with _acquired(pool, deadline.remaining()) as conn:
+                    with deadline.watching(conn):
+                        await self._replan_if_stale(conn)
+                        yield conn
+        except Exception as exc:
+            error = self._failure(exc, operation, deadline)
+            if error is exc:
+                raise
+            raise error from exc
+        self._reachability.answered(asked_at)
+
+    async def open_dedicated(self, operation: str) -> asyncpg.Connection:
+        """A connection of its own, outside the pools (LISTEN, a session lock); run its statements under ``bounded``."""
+        deadline = self._deadline(operation)
+        options: dict[str, Any] = {}
+        if self._limits is not None:
+            options = {"timeout": deadline.seconds, "server_settings": self._limits.server_settings(operation)}
+        try:
+            with anyio.CancelScope(shield=deadline.shielded):
+                conn: asyncpg.Connection = await asyncpg.connect(self._dsn, **options)
+                try:
+                    await _limit_transactions(conn, self._limits)
+                except BaseException:
+                    conn.terminate()
+                    raise
+        except Exception as exc:
+            error = self._failure(exc, operation, deadline)
+            if error is exc:
+                raise
+            raise error from exc
+        return conn
+
+    @asynccontextmanager
+    async def dedicated(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+        """``open_dedicated`` for as long as the block lasts."""
+        conn = await self.open_dedicated(operation)
+        try:
+            yield conn
+        finally:
+            await close_dedicated(conn)
+
+    @asynccontextmanager
+    async def bounded(self, conn: asyncpg.Connection, operation: str) -> AsyncIterator[None]:
+        """Statements on a ``dedicated`` connection, under the deadline of ``operation``."""
+        deadline = self._deadline(operation)
+        asked_at = anyio.current_time()
+        try:
+            with anyio.CancelScope(shield=deadline.shielded), deadline.watching(conn):
+                yield
+        except Exception as exc:
+            if not _is_closed(conn) and (not isinstance(exc, asyncpg.PostgresError) or session_is_gone(exc)):
+                conn.terminate()
+            error = self._failure(exc, operation, deadline)
+            if error is exc:
+                raise
+            raise error from exc
+        self._reachability.answered(asked_at)
+
+    async def fetch(self, query: str, *args: Any, operation: str = COMMIT) -> list[asyncpg.Record]:
+        async with self.connection(operation) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(query, *args)
             return rows

@@ -24,6 +24,7 @@ from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases
+from sagad.store.limits import RENEWAL
 from sagad.store.records import RunDetails, RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
@@ -73,8 +74,10 @@ _UNANSWERED = """
     WHERE r.available_at > now() AND r.claimed_by = $1 AND NOT (r.id = ANY($2::uuid[]))
 """
 
+# Skip what is locked: a row held by a stuck statement (ours or anyone's) must not hold up the renewal
+# of every other lease; a skipped run simply is not renewed this tick.
 _RENEW = f"""
-    WITH {locked_leases("r.status IN ('running', 'compensating')")}
+    WITH {locked_leases("r.status IN ('running', 'compensating')", skip_locked=True)}
     UPDATE workflow_runs r SET available_at = now() + make_interval(secs => $4)
     FROM locked l WHERE r.id = l.id
     RETURNING r.id
@@ -86,6 +89,15 @@ _RELEASE = f"""
     UPDATE workflow_runs r SET claimed_by = NULL, available_at = now(), updated_at = now()
     FROM locked l WHERE r.id = l.id
     RETURNING r.id
+"""
+
+# At start: runs a previous life of this worker still holds (it was killed, or lost its connection).
+# No SKIP LOCKED: a statement of that life still running on the server ends within its time limit.
+# (available_at IS NOT NULL: the unfinished runs, along the partial index.)
+_RELEASE_ALL = """
+    UPDATE workflow_runs SET claimed_by = NULL, available_at = now(), updated_at = now()
+    WHERE available_at IS NOT NULL AND claimed_by = $1 AND status IN ('running', 'compensating')
+    RETURNING id
 """
 
 # A run finished under this lease keeps its token; a newer claim always has a higher one.
@@ -118,7 +130,13 @@ _IN_FLIGHT = """
     SELECT status, count(*) AS n FROM workflow_runs WHERE available_at IS NOT NULL GROUP BY status
 """
 
-# Finished runs are estimated, never counted: the live rows the server's statistics keep for the
+_FINISHED_COUNTS = """
+    SELECT status, count(*) AS n FROM workflow_runs WHERE available_at IS NULL GROUP BY status
+"""
+EXACT_BELOW = 50_000
+"""Runs (as the server's statistics estimate them) below which the sampler counts finished runs exactly."""
+
+# Above EXACT_BELOW, finished runs are estimated, never counted: the live rows the server's statistics keep for the
 # table (updated as transactions end), split by the status frequencies of its last ANALYZE.
 _ESTIMATES = """
     SELECT coalesce(
@@ -190,19 +208,19 @@ class RunStore:
 
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
-        rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds)  # one statement: atomic alone
+        rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds, operation="claim")  # one statement: atomic
         return _claimed_runs(rows)
 
     async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]:
         """Runs ``worker`` holds under a live lease other than ``known``: claimed, but the answer was lost."""
-        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known)))
+        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known), operation="claim"))
 
     async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
         """Extend every lease still ours in one statement; returns the runs renewed."""
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds)
+        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds, operation=RENEWAL)
         return {RunId(row["id"]) for row in rows}
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
@@ -210,8 +228,12 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RELEASE, ids, tokens, worker)
+        rows = await self._db.fetch(_RELEASE, ids, tokens, worker, operation="release")
         return {RunId(row["id"]) for row in rows}
+
+    async def release_all(self, worker: WorkerId) -> int:
+        """Give back every run ``worker`` still holds (a previous life's); how many there were."""
+        return len(await self._db.fetch(_RELEASE_ALL, worker, operation="release"))
 
     async def status(self, run_id: RunId) -> RunDetails | None:
         rows = await self._db.fetch(_STATUS, run_id)
@@ -247,23 +269,32 @@ class RunStore:
 
     async def count_by_status(self) -> dict[str, int]:
         """Every run counted by status: a scan of the whole table (tools and tests; not the daemon)."""
-        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS)}
+        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS, operation="sample")}
 
     async def sample_statuses(self) -> StatusSample:
-        """The backlog counted exactly, the finished runs estimated: a cost that does not grow with history."""
-        in_flight = {RunStatus(row["status"]): int(row["n"]) for row in await self._db.fetch(_IN_FLIGHT)}
-        [estimates] = await self._db.fetch(_ESTIMATES)
+        """The backlog counted exactly, the finished runs estimated: a cost that does not grow with history.
+
+        While the table is small (under ``EXACT_BELOW`` runs), finished runs are counted too: the scan
+        costs less than a step's commit, and the statistics of a young table are far from the truth.
+        """
+        rows = await self._db.fetch(_IN_FLIGHT, operation="sample")
+        in_flight = {RunStatus(row["status"]): int(row["n"]) for row in rows}
+        [estimates] = await self._db.fetch(_ESTIMATES, operation="sample")
         live = max(int(estimates["live"]), sum(in_flight.values()))
-        finished = live - sum(in_flight.values())
+        if live < EXACT_BELOW:
+            rows = await self._db.fetch(_FINISHED_COUNTS, operation="sample")
+            finished = {RunStatus(row["status"]): int(row["n"]) for row in rows}
+            return StatusSample(in_flight, finished, sum(in_flight.values()) + sum(finished.values()))
         frequencies = {status: float(estimates["frequencies"].get(status.value, 0.0)) for status in TERMINAL}
         known = sum(frequencies.values())
+        estimated = live - sum(in_flight.values())
         split = {
-            status: round(finished * frequency / known) if known else 0 for status, frequency in frequencies.items()
+            status: round(estimated * frequency / known) if known else 0 for status, frequency in frequencies.items()
         }
         return StatusSample(in_flight=in_flight, finished=split, total=live)
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
-        rows = await self._db.fetch(_OVERDUE, grace_seconds)
+        rows = await self._db.fetch(_OVERDUE, grace_seconds, operation="sample")
         return int(rows[0][0])
 
     async def taken_over(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
@@ -271,5 +302,5 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker)
+        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker, operation=RENEWAL)
         return {RunId(row["id"]) for row in rows}

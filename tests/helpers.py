@@ -90,6 +90,9 @@ async def running_daemon(
 ) -> AsyncIterator[Supervisor]:
     """A daemon running in this process until the block ends (then drained and stopped)."""
     settings.setdefault("poll_seconds", 0.05)
+    # Tests that hold leases under made-up worker ids (no daemon, no worker lock) beside an in-process
+    # daemon would see them taken for dead; a test of the reaper asks for it.
+    settings.setdefault("reap_seconds", None)
     supervisor = Supervisor(db, Settings(worker_id=WorkerId(worker), **settings), Metrics(), faults, pipeline)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:

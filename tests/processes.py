@@ -91,10 +91,15 @@ class Daemon:
         self.process.send_signal(signum)
 
     async def wait(self, seconds: float = 30) -> int:
+        """The exit code; a daemon still running after ``seconds`` fails the test with its log's end."""
         assert self.process is not None
-        process = self.process
-        with anyio.fail_after(seconds):
-            return await anyio.to_thread.run_sync(process.wait)
+        deadline = anyio.current_time() + seconds
+        while (code := self.process.poll()) is None:
+            if anyio.current_time() > deadline:
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+                raise TimeoutError(f"{self.worker} still runs after {seconds}s:\n{tail}")
+            await anyio.sleep(0.05)
+        return code
 
     def ensure_stopped(self) -> None:
         if self.process is not None and self.process.poll() is None:

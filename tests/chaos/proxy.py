@@ -1,11 +1,12 @@
-"""A TCP proxy in front of PostgreSQL that drops every open connection when told, or refuses new ones."""
+"""A TCP proxy in front of PostgreSQL that drops every open connection when told, refuses new ones, or
+stops forwarding (a network partition: both sides stay open and hear nothing)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -51,9 +52,10 @@ class _Link:
         await self.client.aclose()
 
 
-async def _pump(source: ByteStream, sink: ByteStream, link: _Link) -> None:
+async def _pump(source: ByteStream, sink: ByteStream, link: _Link, flowing: Callable[[], Awaitable[None]]) -> None:
     try:
         async for chunk in source:
+            await flowing()  # while partitioned, the chunk is held here and the source's buffers fill
             await sink.send(chunk)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
@@ -73,6 +75,20 @@ class CuttingProxy:
         self.connections_cut = 0
         self.cuts = 0
         """Cuts that found at least one connection to drop."""
+        self._flowing = anyio.Event()
+        self._flowing.set()
+
+    def partition(self) -> None:
+        """Stop forwarding in both directions, closing nothing: every byte sent from now on is held."""
+        if self._flowing.is_set():
+            self._flowing = anyio.Event()
+
+    def heal(self) -> None:
+        """Forward again, held bytes first."""
+        self._flowing.set()
+
+    async def _wait_flowing(self) -> None:
+        await self._flowing.wait()
 
     def url_for(self, database_url: str) -> str:
         """``database_url`` (same user, password, database) reaching the server through this proxy."""
@@ -123,8 +139,8 @@ class CuttingProxy:
             self._open.add(link)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_pump, client, upstream, link)
-                    await _pump(upstream, client, link)
+                    tg.start_soon(_pump, client, upstream, link, self._wait_flowing)
+                    await _pump(upstream, client, link, self._wait_flowing)
             finally:
                 self._open.discard(link)
 
@@ -138,6 +154,7 @@ async def running_proxy(upstream: Upstream) -> AsyncIterator[CuttingProxy]:
         try:
             yield proxy
         finally:
+            proxy.heal()
             with anyio.CancelScope(shield=True):
                 await proxy.close_all()
             tg.cancel_scope.cancel()

@@ -9,12 +9,13 @@ from functools import partial
 import anyio
 import pytest
 
+from sagad.domain.runs import RunId
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet, sample
 from tests.chaos.invariants import assert_ended_as_built, held_by, holds_at_least, report, submit_mix
 from tests.chaos.waiting import wait_count, wait_until
-from tests.chaos.write_log import install_write_log, writes_not_by_holder
+from tests.chaos.write_log import count_frees, install_write_log, writes_not_by_holder
 from tests.helpers import wait_terminal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -47,6 +48,20 @@ _STALE_WRITES_AFTER_TAKEOVER = """
 """
 
 
+async def _unsettled(db: Database, held: dict[RunId, int]) -> list[str]:
+    """What keeps the frozen daemon's runs from the peer: the runs, and the frozen daemon's sessions."""
+    rows = await db.fetch(
+        "SELECT id, status, claimed_by, available_at - now() AS lease_left FROM workflow_runs"
+        " WHERE id = ANY($1::uuid[]) AND status NOT IN ('completed', 'compensated')",
+        list(held),
+    )
+    sessions = await db.fetch(
+        "SELECT state, wait_event, now() - state_change AS for, left(query, 60) AS query FROM pg_stat_activity"
+        " WHERE application_name = 'stale' AND state <> 'idle'"
+    )
+    return [str(dict(row)) for row in [*rows[:5], *sessions]]
+
+
 async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carries_on(
     database_url: str, db: Database, runs: RunStore, fleet: Fleet
 ) -> None:
@@ -63,8 +78,14 @@ async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carri
     peer = fleet.start(database_url, "peer", *lease)
 
     # The peer claims every run the stale daemon held (or the stale daemon's last statement, sent
-    # before it froze, finished it) while the stale daemon stays frozen past its leases.
-    await wait_count(db, _SETTLED, len(held), list(held), seconds=30)
+    # before it froze, finished it) while the stale daemon stays frozen past its leases. Under load, the
+    # freeze often caught it inside a compensation transaction: its row locks kept the peer's claims
+    # (SKIP LOCKED) off those runs for as long as it stayed frozen, until the server's limits
+    # (store/limits.py) and the peer's reaper (stalled sessions) ended such sessions.
+    try:
+        await wait_count(db, _SETTLED, len(held), list(held), seconds=30)
+    except TimeoutError:
+        raise AssertionError(f"runs held by the frozen daemon never settled: {await _unsettled(db, held)}") from None
     await anyio.sleep(max(0.0, STOPPED_SECONDS - (time.monotonic() - stopped_at)))
     taken_over = int((await db.fetch(_TAKEN_OVER, list(held)))[0][0])
     assert taken_over > 0, "the peer took no run from the stale daemon"
@@ -89,10 +110,12 @@ async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carri
     assert claims_after >= claims_before + 100
 
     stale_writes = int((await db.fetch(_STALE_WRITES_AFTER_TAKEOVER, list(held)))[0][0])
+    assert await count_frees(db, "stale") == 0, "the frozen daemon (its session alive) was taken for dead"
     assert stale_writes == 0, f"the stale daemon wrote {stale_writes} times for runs taken from it"
     assert await writes_not_by_holder(db) == []
     lost = await sample(stale, "sagad_lease_renewals_total", result="lost")
     fenced = await sample(stale, "sagad_fenced_writes_total")
+    assert await sample(stale, "sagad_leases_lost_total", found_by="renewal") == lost
     stale.signal(signal.SIGTERM)
     assert await stale.wait() == 0
     report(

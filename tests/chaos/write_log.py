@@ -3,6 +3,7 @@
 Daemons connect with ``application_name`` set to their worker id (``fleet.as_writer``), so the log
 shows which daemon claimed, advanced, compensated or released a run, and which inserted or deleted
 each business row. Fencing then reads as one query: every write was made by the run's latest claimer.
+A reaper making a dead daemon's run claimable (``free``) writes nothing of the run, and is not a write.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ CREATE FUNCTION chaos_log_run_write() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO chaos_writes (run_id, writer, kind, token, next_step) VALUES (
         NEW.id, current_setting('application_name'),
-        CASE WHEN NEW.lease_token > OLD.lease_token THEN 'claim' ELSE 'run:' || NEW.status END,
+        CASE WHEN NEW.lease_token > OLD.lease_token THEN 'claim'
+             -- a reaper freeing the lease of a dead holder: nothing of the run itself changes
+             WHEN NEW.available_at < OLD.available_at AND NEW.claimed_by IS NOT DISTINCT FROM OLD.claimed_by
+                  AND NEW.status = OLD.status AND NEW.next_step = OLD.next_step THEN 'free'
+             ELSE 'run:' || NEW.status END,
         NEW.lease_token, NEW.next_step);
     RETURN NULL;
 END $$;
@@ -52,7 +57,7 @@ WITH writes AS (
            (SELECT c.writer FROM chaos_writes c
             WHERE c.run_id = w.run_id AND c.kind = 'claim' AND c.id < w.id
             ORDER BY c.id DESC LIMIT 1) AS holder
-    FROM chaos_writes w WHERE w.kind <> 'claim'
+    FROM chaos_writes w WHERE w.kind NOT IN ('claim', 'free')
 )
 SELECT run_id, writer, kind, holder FROM writes WHERE holder IS DISTINCT FROM writer ORDER BY id
 """
@@ -73,6 +78,16 @@ async def writes_not_by_holder(db: Database) -> list[str]:
 
 async def count_writes(db: Database, kind_prefix: str = "") -> int:
     rows = await db.fetch("SELECT count(*) FROM chaos_writes WHERE kind LIKE $1 || '%'", kind_prefix)
+    return int(rows[0][0])
+
+
+async def count_frees(db: Database, of_writer: str) -> int:
+    """Leases of ``of_writer`` (then holding the run) made claimable by a reaper: it was taken for dead."""
+    rows = await db.fetch(
+        "SELECT count(*) FROM chaos_writes f WHERE f.kind = 'free' AND (SELECT c.writer FROM chaos_writes c"
+        " WHERE c.run_id = f.run_id AND c.kind = 'claim' AND c.id < f.id ORDER BY c.id DESC LIMIT 1) = $1",
+        of_writer,
+    )
     return int(rows[0][0])
 
 

@@ -48,6 +48,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "status": ("pending", "running", "compensating", "completed", "compensated"),
     "reason": ("transient", "timeout", "error", "database", "locked"),
     "found_by": ("renewal", "call", "step", "compensation", "undo"),
+    "operation": ("claim", "renewal", "release", "reap", "sample", "listen", "lock", "commit"),
 }
 OUTCOMES = {
     "sagad_step_duration_seconds": ("ok", "failed", "retried"),

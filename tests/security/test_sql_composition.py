@@ -25,7 +25,7 @@ from sagad.content.normalize import normalized
 from sagad.domain.runs import STATUS_NAMES, RunId, WorkerId
 from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES, Step
 from sagad.errors import StepFailed
-from sagad.store import audit, fence, runs, steps, writes
+from sagad.store import audit, fence, liveness, runs, steps, writes
 from sagad.store.db import Database
 from sagad.store.schema import metadata
 from sagad.store.steps import StepStore
@@ -106,9 +106,11 @@ ALLOWED_SQL_LITERALS = {
     *("owned", "skipped", "run"),
     *("", " (", ")", " held by ", " since ", " step ", "alembic_version"),
     *("status", "{}"),  # the column whose statistics estimate finished runs, and an empty JSON object
+    # store/liveness.py and store/db.py: session states, wait events, lock modes and a setting
+    *("active", "ClientRead", "ClientWrite", "RowShareLock", "RowExclusiveLock", "transaction_timeout"),
 }
 """The only quoted literals allowed in SQL text: statuses, steps, tables, the kinds of rows a commit returns,
-and fixed punctuation of audit reports."""
+fixed punctuation of audit reports, and fixed names of the server's catalogs and settings."""
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def test_store_formats_no_string_with_percent_or_format() -> None:
 def _statements() -> dict[str, str]:
     """Every statement text store/ can send, with everything the builders can build from the schema."""
     texts: dict[str, str] = {}
-    for source in (runs, steps, audit, fence, writes):
+    for source in (runs, steps, audit, fence, writes, liveness):
         for name, value in vars(source).items():
             constant = name.lstrip("_").isupper()
             if constant and isinstance(value, str) and re.search(r"\b(SELECT|UPDATE|INSERT|DELETE|WITH)\b", value):
