@@ -252,6 +252,7 @@ class Supervisor:
                 self._readiness.draining()
                 claiming.cancel()
                 await self._drain()
+                tg.start_soon(self._interrupt_statements)
                 tg.cancel_scope.cancel()
             await self._release_remaining()
 
@@ -280,6 +281,18 @@ class Supervisor:
     async def _drain(self) -> None:
         with anyio.move_on_after(self.settings.drain_seconds):
             await self.ledger.wait_until_empty()
+
+    async def _interrupt_statements(self) -> None:
+        """Once the actors are cancelled, end the statements they still wait on (a lock held elsewhere,
+        say): statements are shielded from cancellation, and the runs they lock could not be released."""
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0)  # the actors see their cancellation first: none starts new work
+            while self._db.busy:
+                try:
+                    await self._db.interrupt()
+                except DatabaseError as error:
+                    log.warning("could not interrupt statements under way: %s", error)
+                await anyio.sleep(0.05)
 
     async def _release_remaining(self) -> None:
         with anyio.move_on_after(5, shield=True):

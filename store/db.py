@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 COMMIT = "commit"
 """The operation of a connection that does not name one: the step and compensation commits."""
+INTERRUPT = "release"
+"""Cancelling a stopping daemon's statements counts as part of giving its runs back."""
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (serialization
 # failure, deadlock), insufficient resources, and the server shutting down or starting up.
@@ -284,6 +286,7 @@ class Database:
         # last planned in, or at the one current when first used (it had planned nothing before).
         self._plans_generation = 0
         self._planned_in: dict[int, int] = {}
+        self._busy: set[asyncpg.Connection] = set()
 
     @classmethod
     async def connect(
@@ -383,14 +386,33 @@ class Database:
             with anyio.CancelScope(shield=deadline.shielded):
                 async with _acquired(pool, deadline.remaining()) as conn:
                     with deadline.watching(conn):
-                        await self._replan_if_stale(conn)
-                        yield conn
+                        self._busy.add(conn)
+                        try:
+                            await self._replan_if_stale(conn)
+                            yield conn
+                        finally:
+                            self._busy.discard(conn)
         except Exception as exc:
             error = self._failure(exc, operation, deadline)
             if error is exc:
                 raise
             raise error from exc
         self._reachability.answered(asked_at)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a pooled connection has work under way."""
+        return bool(self._busy)
+
+    async def interrupt(self) -> None:
+        """Have the server cancel the statements under way on pooled connections: a stop that will not wait.
+
+        Their work is shielded from cancellation (see ``connection``); the server's cancel ends a
+        statement waiting on a lock at once, and its transaction rolls back, freeing the run rows.
+        """
+        pids = [conn.get_server_pid() for conn in self._busy if not _is_closed(conn)]
+        if pids:
+            await self.fetch("SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid", pids, operation=INTERRUPT)
 
     async def open_dedicated(self, operation: str) -> asyncpg.Connection:
         """A connection of its own, outside the pools (LISTEN, a session lock); run its statements under ``bounded``."""
