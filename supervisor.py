@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -204,15 +205,7 @@ class Supervisor:
         )
         sampler = StatusSampler(store=self.runs, plans=self._db, metrics=self.metrics, every_seconds=s.sample_seconds)
         lag = LoopLag(self.metrics)
-        reaper = None
-        if s.reap_seconds is not None:
-            reaper = Reaper(
-                store=DeadWorkers(self._db),
-                metrics=self.metrics,
-                worker=s.worker_id,
-                every_seconds=s.reap_seconds,
-                stalled_seconds=s.lease_seconds / 6,  # as idle_in_transaction_session_timeout (store/limits.py)
-            )
+        reaper = self._reaper()
         self._export_depths([a.step.value for a in actors], forward, backward, to_compensator)
 
         claiming = anyio.CancelScope()
@@ -256,6 +249,18 @@ class Supervisor:
                 tg.cancel_scope.cancel()
             await self._release_remaining()
 
+    def _reaper(self) -> Reaper | None:
+        s = self.settings
+        if s.reap_seconds is None:
+            return None
+        return Reaper(
+            store=DeadWorkers(self._db),
+            metrics=self.metrics,
+            worker=s.worker_id,
+            every_seconds=s.reap_seconds,
+            stalled_seconds=s.lease_seconds / 6,  # as idle_in_transaction_session_timeout (store/limits.py)
+        )
+
     async def _supervise(self, name: str, actor: _Supervised, run: Callable[[], Awaitable[None]]) -> None:
         """Run an actor; when it crashes, free the runs it held and start it again."""
         while True:
@@ -286,7 +291,7 @@ class Supervisor:
         """Once the actors are cancelled, end the statements they still wait on (a lock held elsewhere,
         say): statements are shielded from cancellation, and the runs they lock could not be released."""
         with anyio.CancelScope(shield=True):
-            await anyio.sleep(0)  # the actors see their cancellation first: none starts new work
+            await anyio.lowlevel.checkpoint()  # the actors see their cancellation first: none starts new work
             while self._db.busy:
                 try:
                     await self._db.interrupt()
