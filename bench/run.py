@@ -31,7 +31,7 @@ from sagad.store.migrate import upgrade
 ROOT = Path(__file__).resolve().parent.parent
 SOCKET_DIR = Path("/var/run/postgresql")
 FAIL_QC, FAIL_DELIVERY, INVALID = 0.04, 0.03, 0.03
-TARGETS = {"a/b": 0.5, "a/c": 50.0}
+TARGETS = {"a/b": 0.7, "a/c": 50.0}
 
 
 def default_server_url() -> str:
