@@ -21,6 +21,7 @@ import orjson
 
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import StepWork
+from sagad.actors.timeouts import Timeouts
 from sagad.domain.pipeline import RetryPolicy, StepContext, StepResult, StepSpec
 from sagad.domain.runs import Lease
 from sagad.domain.steps import Step
@@ -78,7 +79,7 @@ class LeaseLost(Exception):
 
 async def retried(
     policy: RetryPolicy,
-    seconds_each: float | None,
+    timeouts: Timeouts | None,
     attempt: Callable[[int], Awaitable[T]],
     attempted: Attempted,
     jitter: random.Random,
@@ -88,14 +89,14 @@ async def retried(
 ) -> T:
     """``attempt(n)`` for n = 1, 2, ... until one returns, one raises StepFailed, or the policy's attempts run out.
 
-    Each attempt runs in a cancel scope with a deadline ``seconds_each`` away (None: it never
-    waits, so nothing to time out or cancel), which the ledger cancels if the run's lease is lost
-    (LeaseLost is raised). A StepFailed is raised at once; after the last attempt, its error.
+    Each attempt runs in a cancel scope of ``timeouts`` (None: it never waits, so nothing to time
+    out or cancel), which the ledger cancels if the run's lease is lost (LeaseLost is raised). A
+    StepFailed is raised at once; after the last attempt, its error.
     """
     for n in range(1, policy.attempts + 1):
         started = time.perf_counter()
         try:
-            result = await _within(seconds_each, attempt, n, ledger, lease)
+            result = await _within(timeouts, attempt, n, ledger, lease)
         except StepFailed as failure:
             attempted("failed", time.perf_counter() - started, failure)
             raise
@@ -114,12 +115,12 @@ async def retried(
 
 
 async def _within(
-    seconds: float | None, attempt: Callable[[int], Awaitable[T]], n: int, ledger: Ledger, lease: Lease
+    timeouts: Timeouts | None, attempt: Callable[[int], Awaitable[T]], n: int, ledger: Ledger, lease: Lease
 ) -> T:
-    """One attempt, in a cancel scope that its deadline or a lost lease (LeaseLost) cancels."""
-    if seconds is None:
+    """One attempt, in a cancel scope that its timeout or a lost lease (LeaseLost) cancels."""
+    if timeouts is None:
         return await attempt(n)
-    with anyio.CancelScope(deadline=anyio.current_time() + seconds) as scope:
+    with timeouts.scope() as scope:
         if not ledger.watch(lease, scope):
             raise LeaseLost
         try:
@@ -146,6 +147,7 @@ class StepCaller:
         self._retries = {reason: metrics.step_retries.labels(self._step, reason) for reason in RETRY_REASONS}
         self._fenced = metrics.fenced.labels("call")
         self._jitter = random.Random()
+        self._timeouts = None if spec.instant else Timeouts(spec.timeout_seconds)
 
     async def call(self, work: StepWork) -> Called:
         """Call the step for ``work``'s run until it succeeds, fails for good, or the lease is lost."""
@@ -163,10 +165,15 @@ class StepCaller:
             result = await spec.call(StepContext(work.lease.run_id, brief, work.outputs, deadline, n))
             return result, _encoded(result, spec)
 
-        limit = None if spec.instant else spec.timeout_seconds
         try:
             result, output_json = await retried(
-                spec.retry, limit, attempt, self._attempted, self._jitter, ledger=self._ledger, lease=work.lease
+                spec.retry,
+                self._timeouts,
+                attempt,
+                self._attempted,
+                self._jitter,
+                ledger=self._ledger,
+                lease=work.lease,
             )
         except LeaseLost:
             self._fenced.inc()

@@ -23,6 +23,7 @@ from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
 from sagad.actors.ports import CompensationDeferrals
 from sagad.actors.retry import retrying
+from sagad.actors.timeouts import Timeouts
 from sagad.domain.pipeline import StepSpec, UndoContext
 from sagad.domain.runs import Lease, RunId
 from sagad.errors import DatabaseError
@@ -54,6 +55,7 @@ class FailureRelay:
         self._holding: dict[RunId, Compensation] = {}
         self._room = anyio.Semaphore(spec.concurrency)
         self._jitter = random.Random()
+        self._timeouts = Timeouts(spec.timeout_seconds)
 
     def abandon(self) -> list[Lease]:
         leases = [message.lease for message in self._holding.values()]
@@ -125,7 +127,7 @@ class FailureRelay:
         try:
             await retried(
                 spec.retry,
-                spec.timeout_seconds,
+                self._timeouts,
                 attempt,
                 attempted,
                 self._jitter,

@@ -107,10 +107,18 @@ async def running_daemon(url: str, folder: Path) -> AsyncIterator[int]:
             process.kill()
 
 
+# PostgreSQL 17 moved the checkpoint counts from pg_stat_bgwriter to pg_stat_checkpointer.
+_CHECKPOINTS = {
+    False: "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+    True: "SELECT num_timed + num_requested FROM pg_stat_checkpointer",
+}
+
+
 async def _wal(conn: asyncpg.Connection) -> dict[str, float]:
+    checkpoints = _CHECKPOINTS[conn.get_server_version().major >= 17]
     row = await conn.fetchrow(
         "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS bytes, (SELECT wal_fpi FROM pg_stat_wal) AS fpi,"
-        " (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints"
+        f" ({checkpoints}) AS checkpoints"
     )
     return {key: float(value) for key, value in row.items()}
 

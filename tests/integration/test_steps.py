@@ -13,7 +13,7 @@ import pytest
 from sagad.content.pipeline import builtin_pipeline, walk
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.pipeline import Pipeline, RetryPolicy, StepCall, StepContext, StepResult, UndoContext
-from sagad.domain.runs import RunId, WorkerId
+from sagad.domain.runs import RunId
 from sagad.domain.steps import Step
 from sagad.errors import TransientStepError
 from sagad.metrics import Metrics
@@ -238,10 +238,14 @@ async def test_a_call_whose_lease_is_lost_is_cancelled_and_writes_nothing(db: Da
     async with running_daemon(db, pipeline=pipeline, lease_seconds=0.9) as daemon:
         with anyio.fail_after(10):
             await started.wait()
-        # Another daemon takes the run over: its lease expires, and it claims it with a new token.
-        await db.fetch("UPDATE workflow_runs SET available_at = now() - interval '1 second' WHERE id = $1", run_id)
-        [taken] = await runs.claim(WorkerId("thief"), 1, 60)
-        assert taken.lease.run_id == run_id
+        # Another daemon takes the run over with a new token, in one statement: a renewal between an
+        # expiry and a claim would otherwise win the run back (it renews every 0.3 s).
+        taken = await db.fetch(
+            "UPDATE workflow_runs SET claimed_by = 'thief', lease_token = lease_token + 1,"
+            " available_at = now() + interval '60 seconds' WHERE id = $1 RETURNING id",
+            run_id,
+        )
+        assert [row["id"] for row in taken] == [run_id]
         with anyio.fail_after(10):
             await cancelled.wait()
 
