@@ -59,6 +59,18 @@ class _OutageRepeats(logging.Filter):
         return not any(isinstance(arg, DatabaseUnreachable) for arg in record.args)
 
 
+def _tune_collector() -> None:
+    # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep it out of
+    # the collector's full passes, which otherwise pause every task for ~70 ms.
+    gc.collect()
+    gc.freeze()
+    # Runs in flight live for seconds, so the collector's default passes (a young one every 700
+    # allocations, a full one whenever a quarter of the heap is new) walk them over and over: a fifth
+    # of the daemon's CPU with 7,000 slow runs in flight. Rarer passes cost some memory instead (about
+    # 5 KiB more a run in flight).
+    gc.set_threshold(*_COLLECTOR_THRESHOLDS)
+
+
 def parse_addr(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9464`` for IPv6) as a pair, or a message naming the option."""
     host, sep, port = value.rpartition(":")
@@ -214,42 +226,36 @@ def daemon_command(
     host, port = parse_addr(metrics_addr)
 
     async def main() -> None:
-        # Every connection opened (and its types looked up) before the first run, not during it.
-        pool = settings.pool_size
-        limits = SessionLimits.for_lease(lease_seconds)
-        async with migrated_database(database_url, max_size=pool, min_size=pool, limits=limits) as db:
-            stop = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                await tg.start(_watch_signals, stop, tg.cancel_scope)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as signals:
+            # Watched from the start: a SIGTERM while the daemon still connects stops it as cleanly.
+            await signals.start(_watch_signals, stop, signals.cancel_scope)
+            # Every connection opened (and its types looked up) before the first run, not during it.
+            pool = settings.pool_size
+            limits = SessionLimits.for_lease(lease_seconds)
+            async with migrated_database(database_url, max_size=pool, min_size=pool, limits=limits) as db:
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))
                 with endpoint:
-                    tg.start_soon(health.keep_beating)
-                    # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep
-                    # it out of the collector's full passes, which otherwise pause every task for ~70 ms.
-                    gc.collect()
-                    gc.freeze()
-                    # Runs in flight live for seconds, so the collector's default passes (a young one every
-                    # 700 allocations, a full one whenever a quarter of the heap is new) walk them over and
-                    # over: a fifth of the daemon's CPU with 7,000 slow runs in flight. Rarer passes cost
-                    # some memory instead (about 5 KiB more a run in flight).
-                    gc.set_threshold(*_COLLECTOR_THRESHOLDS)
+                    _tune_collector()
                     supervisor = Supervisor(db, settings, metrics, pipeline=steps, readiness=health)
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(health.keep_beating)
 
-                    async def supervise(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-                        await supervisor.run(stop, task_status=task_status)
-                        tg.cancel_scope.cancel()
+                        async def supervise(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                            await supervisor.run(stop, task_status=task_status)
+                            tg.cancel_scope.cancel()  # the heartbeat: the daemon is done
 
-                    # Started once it holds its worker lock: a live twin makes it stop here, with one line.
-                    await tg.start(supervise)
-                    log.info(
-                        "daemon %s running (lease %ss, up to %d runs, pipeline %s)",
-                        settings.worker_id,
-                        lease_seconds,
-                        max_inflight,
-                        pipeline or "built-in",
-                    )
-                    await anyio.sleep_forever()
+                        # Started once it holds its worker lock: a live twin makes it stop here, with one line.
+                        await tg.start(supervise)
+                        log.info(
+                            "daemon %s running (lease %ss, up to %d runs, pipeline %s)",
+                            settings.worker_id,
+                            lease_seconds,
+                            max_inflight,
+                            pipeline or "built-in",
+                        )
+            signals.cancel_scope.cancel()
         log.info("daemon %s stopped", settings.worker_id)
 
     run_async(main)

@@ -35,9 +35,10 @@ SILENT_WHEN_HEALTHY = (
 
 @pytest.fixture
 def daemon(database_url: str, tmp_path: Path) -> Iterator[Daemon]:
-    # A short lease makes the renewer tick every 0.5 s; holding at most 20 runs spreads the load over
-    # several ticks (about 1.7 s here, where with no limit 300 runs can end in 0.4 s, between two ticks).
-    options = ("--lease-seconds", "1.5", "--max-inflight", "20")
+    # A short lease makes the renewer tick every 0.5 s; holding at most 20 runs, each of whose steps
+    # waits ~20 ms as a service would, spreads the load over many ticks (300 runs can otherwise end in
+    # 0.4 s, between two ticks), and the renewals find rows no commit holds (they skip locked ones).
+    options = ("--lease-seconds", "1.5", "--max-inflight", "20", "--simulate-latency", "20:60")
     daemon = Daemon(database_url, "observed", tmp_path, *options).start()
     try:
         yield daemon
