@@ -63,17 +63,22 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def run_async(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     """Run ``main`` on the event loop; a SagadError ends the command with its message, not a traceback.
 
-    Also when it comes out of a task group, wrapped in an exception group with nothing else.
+    Also when it comes out of a task group, wrapped in an exception group with nothing else (or with the
+    exit of a message already printed).
     """
     try:
         code = anyio.run(main)
     except SagadError as error:
         fail(str(error))
     except BaseExceptionGroup as group:
-        errors, others = group.split(SagadError)
-        if errors is None or others is not None:
+        # A SagadError, or the exit of a ``fail`` already reported, raised inside a task group.
+        ends, others = group.split((SagadError, typer.Exit))
+        if ends is None or others is not None:
             raise
-        fail(str(_first_leaf(errors)))
+        end = _first_leaf(ends)
+        if isinstance(end, SagadError):
+            fail(str(end))
+        raise end from None
     if code:
         raise typer.Exit(code)
 
