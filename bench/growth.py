@@ -30,7 +30,7 @@ from anyio.abc import Process
 
 from bench.cpu import Sample, Server, take_sample, used_between
 from bench.fill import FAILURES, ID_KINDS, IdKind, ShowProgress, fill
-from bench.run import database_url, default_server_url, machine
+from bench.run import _admin, database_url, default_server_url, machine
 from sagad.endpoint import announced, answer
 from sagad.store.db import asyncpg_dsn, redact
 from sagad.store.migrate import upgrade
@@ -45,17 +45,6 @@ DAEMON_COMMAND = ("sagad", "run", "--worker-id", "growth-0", "--metrics-addr", "
 """As ``sagad loadtest --daemons 1`` starts its daemon (the database URL goes in the environment)."""
 
 _SETTINGS = ("autovacuum", "max_wal_size", "checkpoint_timeout", "wal_compression", "data_checksums")
-
-
-async def _admin(server: str, *statements: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(asyncpg_dsn(server))
-    try:
-        rows: list[asyncpg.Record] = []
-        for statement in statements:
-            rows = await conn.fetch(statement)
-        return rows
-    finally:
-        await conn.close()
 
 
 def _say(line: str) -> None:
