@@ -82,7 +82,7 @@ class Claimer:
             async for attempt in retrying(on_retry):
                 with attempt:
                     claimed = await self._store.claim(self._worker, limit, self._lease_seconds)
-                    if attempt.retry_state.attempt_number > 1:
+                    if attempt.number > 1:
                         # A failed attempt may have committed and lost only its answer: those runs are
                         # ours under a live lease, and would otherwise wait for it to expire.
                         known = [lease.run_id for lease in self._ledger.snapshot()] + [r.lease.run_id for r in claimed]

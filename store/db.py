@@ -185,6 +185,7 @@ class _Deadline:
         self.seconds = seconds
         self.expired = False
         self._ends = None if seconds is None else asyncio.get_running_loop().time() + seconds
+        self._timer: asyncio.TimerHandle | None = None
 
     def remaining(self) -> float | None:
         if self._ends is None:
@@ -193,30 +194,29 @@ class _Deadline:
 
     @contextmanager
     def watching(self, conn: asyncpg.Connection) -> Iterator[None]:
+        """Terminate ``conn`` if the block is still running at the deadline (one block at a time)."""
         remaining = self.remaining()
         if remaining is None:
             yield
             return
-
-        loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-
-        def expire(*, graced: bool = False) -> None:
-            nonlocal timer
-            if not graced and loop.time() - (self._ends or 0.0) > _LATE_SECONDS:
-                # The timer itself is late: this process was frozen or starved, not the server. The
-                # answer may be waiting in the socket; one more moment lets the loop read it.
-                timer = loop.call_later(_LATE_SECONDS, lambda: expire(graced=True))
-                return
-            self.expired = True
-            if not _is_closed(conn):
-                conn.terminate()
-
-        timer = loop.call_later(remaining, expire)
+        # A bound method, not a closure re-arming itself: that would be a reference cycle holding the
+        # connection until the collector's next pass. Cancelling the timer lets go of the method.
+        self._timer = asyncio.get_running_loop().call_later(remaining, self._expire, conn, False)
         try:
             yield
         finally:
-            timer.cancel()
+            self._timer.cancel()
+
+    def _expire(self, conn: asyncpg.Connection, graced: bool) -> None:
+        loop = asyncio.get_running_loop()
+        if not graced and loop.time() - (self._ends or 0.0) > _LATE_SECONDS:
+            # The timer itself is late: this process was frozen or starved, not the server. The
+            # answer may be waiting in the socket; one more moment lets the loop read it.
+            self._timer = loop.call_later(_LATE_SECONDS, self._expire, conn, True)
+            return
+        self.expired = True
+        if not _is_closed(conn):
+            conn.terminate()
 
     @property
     def shielded(self) -> bool:
