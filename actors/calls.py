@@ -7,6 +7,7 @@ whatever the call refers to in a reference cycle (actors/retry.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -161,7 +162,7 @@ class StepCaller:
 
         async def attempt(n: int) -> tuple[StepResult, str]:
             # An instant call is never interrupted: no deadline to tell it (and no clock to read).
-            deadline = math.inf if spec.instant else anyio.current_time() + spec.timeout_seconds
+            deadline = math.inf if spec.instant else asyncio.get_running_loop().time() + spec.timeout_seconds
             result = await spec.call(StepContext(work.lease.run_id, brief, work.outputs, deadline, n))
             return result, _encoded(result, spec)
 

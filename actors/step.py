@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # How long to wait before committing again runs whose rows another transaction held, when
 # nothing else is waiting: enough not to spin on a lock held for long.
 _LOCKED_PAUSE_SECONDS = 0.05
+NEAR_COMMIT_SECONDS = 0.01
+"""Longer than a step's commit takes on a database nearby, shorter than one round trip to a far one."""
 
 Finished = tuple[StepWork, Called, float]
 
@@ -77,6 +79,7 @@ class StepActor:
         self._changed = anyio.Event()
         self._waiting_for_runs = False
         self._committing = 0
+        self._last_commit_started = 0.0
         self._commits_in_flight = commits_in_flight
         self._pipeline_after = pipeline_after_seconds
         self._closed = False
@@ -141,9 +144,11 @@ class StepActor:
     ) -> None:
         """Commit what finished since the last commit, as one statement, then hand each run on.
 
-        One commit is in flight at a time while commits are quick (the next batch gathers meanwhile);
-        when runs have waited ``pipeline_after`` seconds behind a commit in flight (a database far
-        away), another starts beside it, up to ``commits_in_flight``.
+        One commit is in flight at a time while commits are quick (the next batch gathers meanwhile).
+        Another starts beside it, up to ``commits_in_flight``, only once runs have waited
+        ``pipeline_after`` seconds and the newest commit has taken longer than a near database takes
+        (a database far away): near, each commit would otherwise take the few runs that finished in
+        the last milliseconds, and the server's cost per statement, not the runs, would fill its CPU.
         """
         async with anyio.create_task_group() as commits:
             while True:
@@ -155,14 +160,22 @@ class StepActor:
                     self._waiting_for_runs = False
                     continue
                 if self._committing:
-                    waited = time.monotonic() - self._finished[0][2]
-                    if self._committing >= self._commits_in_flight or waited < self._pipeline_after:
-                        limit = None if self._committing >= self._commits_in_flight else self._pipeline_after - waited
-                        await self._wait_for_change(limit)
+                    now = time.monotonic()
+                    if self._committing >= self._commits_in_flight:
+                        await self._wait_for_change()
+                        continue
+                    # Until both have passed: the waiting runs' pause, and a near commit's time.
+                    pause = max(
+                        self._finished[0][2] + self._pipeline_after - now,
+                        self._last_commit_started + NEAR_COMMIT_SECONDS - now,
+                    )
+                    if pause > 0:
+                        await self._wait_for_change(pause)
                         continue
                 batch = self._finished[: self._batch_limit]
                 del self._finished[: len(batch)]
                 self._committing += 1
+                self._last_commit_started = time.monotonic()
                 commits.start_soon(self._commit_and_hand_on, batch, forward, failures)
 
     async def _wait_for_change(self, seconds: float | None = None) -> None:

@@ -11,8 +11,7 @@ suffice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 import anyio
 
@@ -27,22 +26,20 @@ class Timeouts:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @contextmanager
-    def scope(self) -> Iterator[anyio.CancelScope]:
-        """A cancel scope that this object cancels once its time is up."""
-        scope = anyio.CancelScope()
-        deadline = anyio.current_time() + self.seconds
-        self._open[scope] = deadline
+    def scope(self) -> _Scope:
+        """A cancel scope that this object cancels once its time is up (``with timeouts.scope() as scope``)."""
+        return _Scope(self)
+
+    def _open_scope(self, scope: anyio.CancelScope) -> None:
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds  # anyio's clock on asyncio is the loop's
+        self._open[scope] = deadline
         if self._timer is None or self._loop is not loop:
-            # The loop's own timer, as anyio's deadlines use: anyio.current_time() is the loop's clock.
             self._loop = loop
             self._timer = loop.call_at(deadline, self._expire)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._open.pop(scope, None)
+
+    def _close_scope(self, scope: anyio.CancelScope) -> None:
+        self._open.pop(scope, None)
 
     def _expire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -57,3 +54,23 @@ class Timeouts:
             scope.cancel()
         oldest = next(iter(self._open.values()), None)
         self._timer = None if oldest is None else loop.call_at(oldest, self._expire)
+
+
+class _Scope:
+    """A context manager, not a generator: it is opened for every call of a slow step."""
+
+    __slots__ = ("_cancel_scope", "_timeouts")
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._timeouts = timeouts
+        self._cancel_scope = anyio.CancelScope()
+
+    def __enter__(self) -> anyio.CancelScope:
+        self._timeouts._open_scope(self._cancel_scope)
+        return self._cancel_scope.__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
+        self._timeouts._close_scope(self._cancel_scope)
+        return self._cancel_scope.__exit__(kind, error, traceback)

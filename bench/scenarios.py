@@ -1,8 +1,10 @@
 """Load scenarios beyond the instant pipeline, each through ``sagad loadtest`` as a user would run it.
 
-    python -m bench.scenarios [--only slow,http,far,far-rate] [--database-url URL] [--json]
+    python -m bench.scenarios [--only slow,slow-rate,http,far,far-rate] [--database-url URL] [--json]
 
-- ``slow``: every step waits ~1 s (lognormal, p99 3 s) as a service would; thousands of runs in flight.
+- ``slow``: every step waits ~1 s (lognormal, p99 3 s) as a service would; thousands of runs in flight,
+  all submitted at once (the most the daemon completes, its CPU full).
+- ``slow-rate``: the same, submitted at 1,000 runs/s (what the daemon keeps up with, and how late its loop is).
 - ``http``: the same, and every package delivered over HTTP to the loopback receiver (checked once each).
 - ``far``: the instant pipeline against a database 50 ms away (a delay proxy on loopback), closed loop.
 - ``far-rate``: the same at a fixed rate (open loop): the submissions must keep the rate.
@@ -48,6 +50,19 @@ SCENARIOS = {
         Scenario(
             "slow",
             ("--runs", "60000", "--step-latency", "1000:3000", "--daemon-option=--max-inflight=12000", *MIX),
+        ),
+        Scenario(
+            "slow-rate",
+            (
+                "--runs",
+                "60000",
+                "--rate",
+                "1000",
+                "--step-latency",
+                "1000:3000",
+                "--daemon-option=--max-inflight=12000",
+                *MIX,
+            ),
         ),
         Scenario(
             "http",
@@ -122,6 +137,7 @@ def measure(server: str, scenario: Scenario) -> dict[str, Any]:
         "ok": report["ok"],
         "runs": report["runs"],
         "runs_per_s": report["throughput_runs_per_s"],
+        "steady_runs_per_s": report.get("steady_runs_per_s"),
         "completed_p50_ms": latency.get("p50"),
         "completed_p99_ms": latency.get("p99"),
         "daemons": report.get("daemons"),
@@ -134,7 +150,10 @@ def measure(server: str, scenario: Scenario) -> dict[str, Any]:
 def render(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
-        lines.append(f"{r['scenario']:9} {r['runs']:>6} runs  {r['runs_per_s']:>8,.1f} runs/s  ok={r['ok']}")
+        lines.append(
+            f"{r['scenario']:9} {r['runs']:>6} runs  {r['runs_per_s']:>8,.1f} runs/s "
+            f"({r['steady_runs_per_s']:,.0f} steady)  ok={r['ok']}"
+        )
         lines.append(f"          completed p50 {r['completed_p50_ms']} ms, p99 {r['completed_p99_ms']} ms")
         if r["round_trip_ms"]:
             p50 = r["completed_p50_ms"] or 0

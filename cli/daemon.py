@@ -56,14 +56,21 @@ class _OutageRepeats(logging.Filter):
         return not any(isinstance(arg, DatabaseUnreachable) for arg in record.args)
 
 
+COLLECTOR_THRESHOLDS = (50_000, 20, 100)
+"""Allocations before a pass of the youngest generation, and passes of each before one of the next."""
+
+
 def _tune_collector() -> None:
     # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep it out of
     # the collector's full passes, which otherwise pause every task for ~70 ms.
     gc.collect()
     gc.freeze()
-    # The collector's thresholds stay the defaults. Rarer passes would save up to a fifth of the daemon's
-    # CPU with 7,000 slow runs in flight, but its memory would no longer stay flat: +13% from run 10,000
-    # to 100,000 with (10_000, 10, 10) and +30% with (50_000, 20, 100), against +2% (bench.soak).
+    # Rare passes. A run's objects live for seconds, so with thousands of slow runs in flight they
+    # survive into the oldest generation and the default thresholds traverse them all every few
+    # seconds: a fifth of the daemon's CPU and pauses of hundreds of ms. Runs make no reference cycles
+    # (tests/integration/test_reference_cycles.py), so what they leave is freed at once, with or
+    # without passes, and memory stays flat (bench.soak).
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -213,6 +220,7 @@ def daemon_command(
             pipeline,
             delivery_hosts=parse_hosts(delivery_hosts),
             simulated_latency=None if simulate_latency is None else parse_latency(simulate_latency),
+            max_inflight=max_inflight,
         )
     except PipelineNotLoaded as error:
         fail(str(error))

@@ -59,6 +59,13 @@ class Deliveries:
         return {"ok": self.ok, **{name: getattr(self, name) for name in self.__slots__}}
 
 
+def _steady_rate(ends: list[float]) -> float:
+    """Finishes per second from the tenth percentile of ``ends`` (sorted) to the ninetieth."""
+    first, last = len(ends) // 10, len(ends) * 9 // 10
+    seconds = ends[last - 1] - ends[first] if last - 1 > first else 0.0
+    return (last - 1 - first) / seconds if seconds > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class LoadReport:
     runs: int
@@ -76,6 +83,9 @@ class LoadReport:
     outages: int = 0
     """Times the database stopped answering (restarted, connections cut), ridden out with capped backoff."""
     waited_seconds: float = 0.0
+    steady_per_s: float = 0.0
+    """Runs finished per second in the middle of the load, from its tenth finished run to its ninetieth:
+    the rate a daemon keeps up, without the ramp at the start or the tail of the slowest runs."""
 
     @classmethod
     def build(
@@ -112,6 +122,7 @@ class LoadReport:
             deliveries=deliveries,
             outages=0 if outages is None else outages.count,
             waited_seconds=0.0 if outages is None else outages.seconds,
+            steady_per_s=_steady_rate(sorted(f.finished_at for f in finished)),
         )
 
     @property
@@ -140,6 +151,7 @@ class LoadReport:
             "seconds": round(self.seconds, 3),
             "throughput_runs_per_s": round(self.throughput, 1),
             "submitted_per_s": round(self.submitted_per_s, 1),
+            "steady_runs_per_s": round(self.steady_per_s, 1),
             "outcomes": self.outcomes,
             "expected_outcomes": self.expected,
             "outcomes_match": self.outcomes_match,
@@ -155,7 +167,7 @@ class LoadReport:
         lines = [
             f"runs: {self.runs} in {self.seconds:.2f} s = {self.throughput:,.0f} runs/s"
             + (f" ({self.unfinished} UNFINISHED)" if self.unfinished else "")
-            + f"; submitted at {self.submitted_per_s:,.1f} runs/s",
+            + f"; submitted at {self.submitted_per_s:,.1f} runs/s; {self.steady_per_s:,.0f} runs/s steady",
             f"outcomes: {self.outcomes} (expected {self.expected}): "
             + ("match" if self.outcomes_match else "MISMATCH"),
         ]

@@ -7,6 +7,7 @@ HTTP endpoint among ``--delivery-hosts``: the deliver step POSTs the package the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -14,8 +15,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
-
-import anyio
 
 from sagad.content.delivery import Delivery
 from sagad.content.draft import generate_draft
@@ -70,17 +69,30 @@ def lognormal_waits(median_seconds: float, p99_seconds: float, seed: int | None 
 
 def _after_a_wait(call: StepCall, wait: Callable[[], float]) -> StepCall:
     async def waited(ctx: StepContext) -> StepResult:
-        await anyio.sleep(wait())
+        # asyncio's sleep, which the daemon's loop is: anyio's looks up the running backend first, and a
+        # benchmark's stand-in for a service should cost the daemon as little as the service would.
+        await asyncio.sleep(wait())
         return await call(ctx)
 
     return waited
 
 
-def with_latency(pipeline: Pipeline, wait: Callable[[], float]) -> Pipeline:
-    """``pipeline`` with a simulated wait (a service's latency) before each step's call."""
+def with_latency(pipeline: Pipeline, wait: Callable[[], float], concurrency: int | None = None) -> Pipeline:
+    """``pipeline`` with a simulated wait (a service's latency) before each step's call.
+
+    ``concurrency``, if given, replaces each step's own: a simulated service takes any number of calls.
+    """
     return replace(
         pipeline,
-        steps=tuple(replace(spec, call=_after_a_wait(spec.call, wait), instant=False) for spec in pipeline.steps),
+        steps=tuple(
+            replace(
+                spec,
+                call=_after_a_wait(spec.call, wait),
+                instant=False,
+                concurrency=spec.concurrency if concurrency is None else concurrency,
+            )
+            for spec in pipeline.steps
+        ),
     )
 
 
