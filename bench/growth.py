@@ -1,10 +1,12 @@
 """Growth: what a load costs on tables that already hold many finished runs, against empty ones.
 
-``python -m bench.growth [--sizes 0,1000000,5000000] [--runs N] [--ids v4|v7] [--keep] [--json]``
-measures, for each size, on a fresh database of the server: the SQL fill of SIZE finished runs
-(``bench.fill``), then ``sagad loadtest --runs N --daemons 0`` against one ``sagad run`` daemon
-started for it (throughput, latency of completed runs, CPU seconds per run of PostgreSQL and of the
-daemon, WAL per run), then ``sagad audit --json``. It prints each size against size 0.
+``python -m bench.growth [--sizes 0,1000000,5000000] [--runs N] [--rounds R] [--ids v4|v7] [--keep]
+[--databases URL,...] [--json]`` fills, for each size, a fresh database of the server with SIZE
+finished runs in SQL (``bench.fill``); then loads the sizes in turn, R times (each round starting one
+size later): ``sagad loadtest --runs N --daemons 0`` against one ``sagad run`` daemon started for it
+(throughput, latency of completed runs, CPU seconds per run of PostgreSQL and of the daemon, WAL per
+run); then ``sagad audit --json`` once per size. Each size reports its median round, set against the
+smallest size. ``--keep`` keeps the filled databases and ``--databases`` measures them again later.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import asyncpg
 from anyio.abc import Process
+from sqlalchemy.engine import make_url
 
 from bench.cpu import Sample, Server, take_sample, used_between
 from bench.fill import FAILURES, ID_KINDS, IdKind, ShowProgress, fill
@@ -199,9 +203,19 @@ def time_audit(url: str) -> dict[str, Any]:
     return {"seconds": round(seconds, 2), "clean": clean}
 
 
-def measure_size(
-    server: str, size: int, runs: int, ids: IdKind | None, failures: tuple[float, float, float], keep: bool
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """A database holding ``size`` finished runs before the loads: filled here, or kept from an earlier run."""
+
+    size: int
+    url: str
+    fill: dict[str, Any] | None
+    """How the fill went; None for a database filled earlier (``--databases``)."""
+    owned: bool
+    """Created here, so dropped at the end (unless ``--keep``)."""
+
+
+def fill_size(server: str, size: int, ids: IdKind | None, failures: tuple[float, float, float]) -> Filled:
     name = f"sagad_growth_{os.getpid()}_{size}"
     url = database_url(server, name)
     _check_room(server, size)
@@ -210,24 +224,105 @@ def measure_size(
         upgrade(url)
         _say(f"size {size:,}: filling {name}")
         filled = anyio.run(lambda: fill(url, size, ids, failures=failures, progress=ShowProgress("  ")))
-        _say(f"size {size:,}: filled in {filled.seconds:.0f} s, {filled.database_bytes / 2**20:,.0f} MiB; loading")
-        load = anyio.run(measure_load, url, name, runs, failures)
-        _say(f"size {size:,}: {load['runs_per_s']:.0f} runs/s; auditing")
-        audit = time_audit(url)
+    except BaseException:
+        anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        raise
+    _say(f"size {size:,}: filled in {filled.seconds:.0f} s, {filled.database_bytes / 2**20:,.0f} MiB")
+    about = {
+        "ids": filled.ids,
+        "seconds": round(filled.seconds, 1),
+        "insert_seconds": round(filled.insert_seconds, 1),
+        "database_bytes": filled.database_bytes,
+    }
+    return Filled(size, url, about, owned=True)
+
+
+async def _adopt(url: str) -> Filled:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        size = await conn.fetchval("SELECT count(*) FROM workflow_runs WHERE finished_at IS NOT NULL")
+        unfinished = await conn.fetchval("SELECT count(*) FROM workflow_runs WHERE finished_at IS NULL")
+        database_bytes = await conn.fetchval("SELECT pg_database_size(current_database())")
     finally:
-        if not keep:
-            anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+    if unfinished:
+        raise SystemExit(f"{redact(url)} holds {unfinished} unfinished runs: a load would take them on")
+    about = {"ids": "kept", "seconds": 0.0, "insert_seconds": 0.0, "database_bytes": database_bytes}
+    return Filled(size, url, about, owned=False)
+
+
+def _median_load(loads: list[dict[str, Any]]) -> dict[str, Any]:
+    """The load of median throughput, with the median p50 and p99 of all (each round is noisy on its own)."""
+
+    def median(key: str) -> float | None:
+        values = sorted(load[key] for load in loads if load[key] is not None)
+        return values[(len(values) - 1) // 2] if values else None
+
+    middle = sorted(loads, key=lambda load: load["runs_per_s"])[(len(loads) - 1) // 2]
+    return {**middle, "p50_ms": median("p50_ms"), "p99_ms": median("p99_ms")}
+
+
+def measure_all(
+    server: str,
+    sizes: list[int],
+    runs: int,
+    ids: IdKind | None,
+    failures: tuple[float, float, float],
+    *,
+    keep: bool,
+    rounds: int,
+    databases: list[str],
+) -> dict[str, Any]:
+    """Fill every size (or take ``databases`` as filled), then load them in turn, ``rounds`` times.
+
+    The loads of the sizes alternate, each round starting one size later, so that a machine whose
+    speed drifts (a shared, virtual one) slows each size alike; each size reports its median round.
+    """
+    about = machine(server)
+    about["postgresql"].update(anyio.run(_settings, server))
+    about["load_average_at_start"] = os.getloadavg()
+    filled: list[Filled] = []
+    try:
+        if databases:
+            filled = sorted((anyio.run(_adopt, url) for url in databases), key=lambda f: f.size)
+        else:
+            for size in sizes:
+                filled.append(fill_size(server, size, ids, failures))
+        loads: list[list[dict[str, Any]]] = [[] for _ in filled]
+        for round_ in range(rounds):
+            for i in [(round_ + k) % len(filled) for k in range(len(filled))]:
+                _say(f"round {round_ + 1} of {rounds}: loading size {filled[i].size:,}")
+                name = make_url(filled[i].url).database or ""
+                loads[i].append(anyio.run(measure_load, filled[i].url, name, runs, failures))
+                _say(f"  {loads[i][-1]['runs_per_s']:.0f} runs/s, p99 {loads[i][-1]['p99_ms']} ms")
+        measured = []
+        for database, its_loads in zip(filled, loads, strict=True):
+            _say(f"size {database.size:,}: auditing")
+            measured.append(
+                {
+                    "size": database.size,
+                    "database": redact(database.url) if keep or not database.owned else None,
+                    "fill": database.fill,
+                    "load": _median_load(its_loads),
+                    "rounds": [
+                        {key: load[key] for key in ("runs_per_s", "p50_ms", "p99_ms", "ok")} for load in its_loads
+                    ],
+                    "audit": time_audit(database.url),
+                }
+            )
+    finally:
+        for database in filled:
+            if database.owned and not keep:
+                anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{make_url(database.url).database}" WITH (FORCE)')
     return {
-        "size": size,
-        "database": redact(url) if keep else None,
-        "fill": {
-            "ids": filled.ids,
-            "seconds": round(filled.seconds, 1),
-            "insert_seconds": round(filled.insert_seconds, 1),
-            "database_bytes": filled.database_bytes,
-        },
-        "load": load,
-        "audit": audit,
+        "server": redact(server),
+        "machine": about,
+        "runs": runs,
+        "rounds": rounds,
+        "failures": dict(zip(("qc", "delivery", "invalid"), failures, strict=True)),
+        "sizes": measured,
+        "ratios": ratios(measured) if len(measured) > 1 else {},
+        "targets": TARGETS,
     }
 
 
@@ -236,7 +331,7 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 
 def ratios(sizes: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Each size's throughput and p99 against the first size's (size 0 when given)."""
+    """Each size's throughput and p99 against the smallest size's (size 0 when given)."""
     base = sizes[0]["load"]
     return {
         str(s["size"]): {
@@ -252,24 +347,6 @@ async def _settings(server: str) -> dict[str, str]:
         server, f"SELECT name, current_setting(name) AS setting FROM pg_settings WHERE name IN {_SETTINGS!r}"
     )
     return {row["name"]: row["setting"] for row in rows}
-
-
-def measure_all(
-    server: str, sizes: list[int], runs: int, ids: IdKind | None, failures: tuple[float, float, float], keep: bool
-) -> dict[str, Any]:
-    about = machine(server)
-    about["postgresql"].update(anyio.run(_settings, server))
-    about["load_average_at_start"] = os.getloadavg()
-    measured = [measure_size(server, size, runs, ids, failures, keep) for size in sizes]
-    return {
-        "server": redact(server),
-        "machine": about,
-        "runs": runs,
-        "failures": dict(zip(("qc", "delivery", "invalid"), failures, strict=True)),
-        "sizes": measured,
-        "ratios": ratios(measured) if measured and measured[0]["size"] == 0 else {},
-        "targets": TARGETS,
-    }
 
 
 def _cell(value: float | None, form: str) -> str:
@@ -306,9 +383,13 @@ def render(report: dict[str, Any]) -> str:
             f"{load['wal_per_run']['kib']:>11.1f} {load['wal_per_run']['full_page_images']:>7.1f} "
             f"{load['checkpoints']:>11}"
         )
+    for s in sizes:
+        each = ", ".join(f"{r['runs_per_s']:.0f}" for r in s["rounds"])
+        lines.append(f"size {s['size']:,}: runs/s of each round {each}; the median round above")
+    base = sizes[0]["size"] if sizes else 0
     for size, ratio in report["ratios"].items():
         lines.append(
-            f"size {int(size):,} / size 0: throughput {_cell(ratio['throughput'], '.2f')} "
+            f"size {int(size):,} / size {base:,}: throughput {_cell(ratio['throughput'], '.2f')} "
             f"(target >= {TARGETS['throughput']}), p99 {_cell(ratio['p99'], '.2f')} (target <= {TARGETS['p99']})"
         )
     return "\n".join(lines)
@@ -321,6 +402,19 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _urls(text: str) -> list[str]:
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    if not urls or not all(url.startswith("postgresql") for url in urls):
+        raise argparse.ArgumentTypeError("database URLs (postgresql://...), comma-separated, as --keep printed them")
+    return urls
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.growth", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="A server to create the databases on (any database of it).")
@@ -330,12 +424,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fail-delivery", type=float, default=FAILURES[1])
     parser.add_argument("--invalid", type=float, default=FAILURES[2])
     parser.add_argument("--ids", choices=ID_KINDS, help="Run ids of the fill (default: what `sagad submit` makes).")
+    parser.add_argument("--rounds", type=_positive, default=3, help="Loads of each size, taken in turn.")
     parser.add_argument("--keep", action="store_true", help="Keep the filled databases (and print their URLs).")
+    parser.add_argument(
+        "--databases", type=_urls, default=[], help="Measure these kept databases (comma-separated) instead of filling."
+    )
     parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
     args = parser.parse_args(argv)
     failures = (args.fail_qc, args.fail_delivery, args.invalid)
     server = args.database_url or default_server_url()
-    report = measure_all(server, args.sizes, args.runs, args.ids, failures, args.keep)
+    report = measure_all(
+        server, args.sizes, args.runs, args.ids, failures, keep=args.keep, rounds=args.rounds, databases=args.databases
+    )
     print(json.dumps(report, indent=2) if args.json else render(report))
     if args.keep:
         _say("kept: " + ", ".join(str(s["database"]) for s in report["sizes"]))

@@ -31,7 +31,12 @@ def test_each_size_is_filled_loaded_and_audited_then_set_against_empty_tables(se
     before = anyio.run(_growth_databases, server_url)
     command = [sys.executable, "-m", "bench.growth", "--database-url", server_url, "--sizes", "0,1000"]
     done = subprocess.run(
-        [*command, "--runs", "300", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        [*command, "--runs", "300", "--rounds", "2", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,6 +52,8 @@ def test_each_size_is_filled_loaded_and_audited_then_set_against_empty_tables(se
         assert load["cpu_ms_per_run"]["postgresql"] >= load["cpu_ms_per_run"]["postgresql_this_database"] > 0
         assert load["wal_per_run"]["kib"] > 0
         assert size["audit"]["clean"]
+        assert [r["ok"] for r in size["rounds"]] == [True, True]
+        assert load["runs_per_s"] in [r["runs_per_s"] for r in size["rounds"]]
     assert report["sizes"][1]["fill"]["database_bytes"] > report["sizes"][0]["fill"]["database_bytes"]
     assert set(report["ratios"]) == {"1000"}
     assert anyio.run(_growth_databases, server_url) == before  # each one dropped after its measurement
