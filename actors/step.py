@@ -160,10 +160,10 @@ class StepActor:
                     self._waiting_for_runs = False
                     continue
                 if self._committing:
-                    now = time.monotonic()
                     if self._committing >= self._commits_in_flight:
                         await self._wait_for_change()
                         continue
+                    now = time.monotonic()
                     # Until both have passed: the waiting runs' pause, and a near commit's time.
                     pause = max(
                         self._finished[0][2] + self._pipeline_after - now,

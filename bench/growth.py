@@ -214,6 +214,10 @@ class Filled:
     owned: bool
     """Created here, so dropped at the end (unless ``--keep``)."""
 
+    @property
+    def name(self) -> str:
+        return make_url(self.url).database or ""
+
 
 def fill_size(server: str, size: int, ids: IdKind | None, failures: tuple[float, float, float]) -> Filled:
     name = f"sagad_growth_{os.getpid()}_{size}"
@@ -240,9 +244,11 @@ def fill_size(server: str, size: int, ids: IdKind | None, failures: tuple[float,
 async def _adopt(url: str) -> Filled:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        size = await conn.fetchval("SELECT count(*) FROM workflow_runs WHERE finished_at IS NOT NULL")
-        unfinished = await conn.fetchval("SELECT count(*) FROM workflow_runs WHERE finished_at IS NULL")
-        database_bytes = await conn.fetchval("SELECT pg_database_size(current_database())")
+        # One scan of a table of millions: the finished runs (the size) and any unfinished ones.
+        size, unfinished, database_bytes = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE finished_at IS NOT NULL), count(*) FILTER (WHERE finished_at IS NULL),"
+            " pg_database_size(current_database()) FROM workflow_runs"
+        )
     finally:
         await conn.close()
     if unfinished:
@@ -292,8 +298,7 @@ def measure_all(
         for round_ in range(rounds):
             for i in [(round_ + k) % len(filled) for k in range(len(filled))]:
                 _say(f"round {round_ + 1} of {rounds}: loading size {filled[i].size:,}")
-                name = make_url(filled[i].url).database or ""
-                loads[i].append(anyio.run(measure_load, filled[i].url, name, runs, failures))
+                loads[i].append(anyio.run(measure_load, filled[i].url, filled[i].name, runs, failures))
                 _say(f"  {loads[i][-1]['runs_per_s']:.0f} runs/s, p99 {loads[i][-1]['p99_ms']} ms")
         measured = []
         for database, its_loads in zip(filled, loads, strict=True):
@@ -313,7 +318,7 @@ def measure_all(
     finally:
         for database in filled:
             if database.owned and not keep:
-                anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{make_url(database.url).database}" WITH (FORCE)')
+                anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
     return {
         "server": redact(server),
         "machine": about,
