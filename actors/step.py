@@ -99,14 +99,14 @@ class StepActor:
     ) -> None:
         """Call the step for every run that arrives; a committer hands the finished ones on.
 
-        Calls run in workers (started as they are needed, up to the spec's concurrency, and kept),
-        or inline for an instant step.
+        Calls run in workers (started as they are needed, up to the spec's concurrency; as many as a
+        batch are kept when idle), or inline for an instant step.
         """
         self._closed = False
         self._committing = 0
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._commit_finished, forward, failures)
-            workers = Workers(self._call, self.spec.concurrency, tasks)
+            workers = Workers(self._call, self.spec.concurrency, tasks, keep_idle=self._batch_limit)
             async for first in inbox:
                 arrived = take_waiting(first, inbox, self._batch_limit)  # no wait between them
                 for work in arrived:

@@ -57,20 +57,25 @@ class _OutageRepeats(logging.Filter):
 
 
 COLLECTOR_THRESHOLDS = (50_000, 20, 100)
-"""Allocations before a pass of the youngest generation, and passes of each before one of the next."""
+"""Allocations before a pass of the youngest generation (at least), and passes of each before one of the next."""
+OBJECTS_PER_RUN = 100
+"""Objects the collector tracks for a run in flight: some 60 with slow steps (a worker task, its call, the outputs)."""
 
 
-def _tune_collector() -> None:
+def _tune_collector(max_inflight: int) -> None:
     # What exists by now (modules, the schema, the pool) lives as long as the daemon: keep it out of
     # the collector's full passes, which otherwise pause every task for ~70 ms.
     gc.collect()
     gc.freeze()
-    # Rare passes. A run's objects live for seconds, so with thousands of slow runs in flight they
-    # survive into the oldest generation and the default thresholds traverse them all every few
-    # seconds: a fifth of the daemon's CPU and pauses of hundreds of ms. Runs make no reference cycles
-    # (tests/integration/test_reference_cycles.py), so what they leave is freed at once, with or
-    # without passes, and memory stays flat (bench.soak).
-    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+    # Rare passes, and none while the daemon fills up to its runs in flight. A run's objects live for
+    # seconds: with thousands of slow runs in flight the youngest generation holds them all, and a
+    # pass costs some 0.5 µs an object, 100 ms and more. Passes start after net allocations, so a
+    # threshold below what a full house of runs holds would pause the daemon again and again as it
+    # fills, to find nothing. Runs make no reference cycles (tests/integration/test_reference_cycles.py),
+    # so what they leave is freed at once, with or without passes, and memory stays flat (bench.soak);
+    # garbage from elsewhere is collected once it is as large as the runs in flight.
+    young, *older = COLLECTOR_THRESHOLDS
+    gc.set_threshold(max(young, OBJECTS_PER_RUN * max_inflight), *older)
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -240,7 +245,7 @@ def daemon_command(
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))
                 with endpoint:
-                    _tune_collector()
+                    _tune_collector(settings.max_inflight)
                     supervisor = Supervisor(db, settings, metrics, pipeline=steps, readiness=health)
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(health.keep_beating)
