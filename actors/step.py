@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 _LOCKED_PAUSE_SECONDS = 0.05
 NEAR_COMMIT_SECONDS = 0.01
 """Longer than a step's commit takes on a database nearby, shorter than one round trip to a far one."""
+LINGER_SHARE = 0.05
+"""Of a step's typical call time, how long a run that finished waits for others to commit with."""
+LINGER_CAP_SECONDS = 0.05
 
 Finished = tuple[StepWork, Called, float]
 
@@ -57,6 +60,8 @@ class StepActor:
         relay: FailureRelay,
         commits_in_flight: int = 4,
         pipeline_after_seconds: float = 0.005,
+        linger_share: float = LINGER_SHARE,
+        linger_cap_seconds: float = LINGER_CAP_SECONDS,
     ) -> None:
         self.spec = spec
         self.step = spec.step
@@ -82,6 +87,8 @@ class StepActor:
         self._last_commit_started = 0.0
         self._commits_in_flight = commits_in_flight
         self._pipeline_after = pipeline_after_seconds
+        self._linger_share = linger_share
+        self._linger_cap = linger_cap_seconds
         self._closed = False
 
     def abandon(self) -> list[Lease]:
@@ -133,7 +140,9 @@ class StepActor:
 
     def _finish(self, work: StepWork, called: Called) -> None:
         self._finished.append((work, called, time.monotonic()))
-        if self._waiting_for_runs:  # with a commit in flight, the committer wakes when it ends (or by the clock)
+        # With a commit in flight, the committer wakes when it ends (or by the clock); lingering, when
+        # the batch is full (or by the clock).
+        if self._waiting_for_runs or len(self._finished) == self._batch_limit:
             self._changed.set()
 
     def _done(self, lease: Lease) -> None:
@@ -149,6 +158,12 @@ class StepActor:
         ``pipeline_after`` seconds and the newest commit has taken longer than a near database takes
         (a database far away): near, each commit would otherwise take the few runs that finished in
         the last milliseconds, and the server's cost per statement, not the runs, would fill its CPU.
+
+        With no commit in flight, the first run to finish a step that waits on something lingers, up
+        to ``linger_share`` of the step's typical call time (at most ``linger_cap_seconds``) or until
+        the batch is full, for others to commit with. Slow calls finish one by one: committed as they
+        come, in batches of a few, the cost of each statement takes the CPU of the database and of
+        the daemon from the runs. A run of a 1 s step waits 50 ms at most.
         """
         async with anyio.create_task_group() as commits:
             while True:
@@ -169,6 +184,12 @@ class StepActor:
                         self._finished[0][2] + self._pipeline_after - now,
                         self._last_commit_started + NEAR_COMMIT_SECONDS - now,
                     )
+                    if pause > 0:
+                        await self._wait_for_change(pause)
+                        continue
+                elif not self.spec.instant and len(self._finished) < self._batch_limit:
+                    linger = min(self._linger_cap, self._linger_share * self._caller.typical_seconds)
+                    pause = self._finished[0][2] + linger - time.monotonic()
                     if pause > 0:
                         await self._wait_for_change(pause)
                         continue

@@ -26,7 +26,7 @@ from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, NoFaults
 from sagad.actors.relay import FailureRelay
-from sagad.actors.step import StepActor
+from sagad.actors.step import LINGER_CAP_SECONDS, LINGER_SHARE, StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
 from sagad.domain.rows import Committed, Row, StepWrite
 from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, StatusSample, WorkerId
@@ -550,7 +550,15 @@ class Scene:
     def relay(self, spec: StepSpec) -> FailureRelay:
         return FailureRelay(spec, store=self.store, ledger=self.ledger, metrics=self.metrics, retry_seconds=30.0)
 
-    def actor(self, spec: StepSpec, *, batch_limit: int = 100, faults: FaultPoints | None = None) -> StepActor:
+    def actor(
+        self,
+        spec: StepSpec,
+        *,
+        batch_limit: int = 100,
+        faults: FaultPoints | None = None,
+        linger_share: float = LINGER_SHARE,
+        linger_cap_seconds: float = LINGER_CAP_SECONDS,
+    ) -> StepActor:
         return StepActor(
             spec=spec,
             store=self.store,
@@ -559,6 +567,8 @@ class Scene:
             faults=faults or NoFaults(),
             batch_limit=batch_limit,
             relay=self.relay(spec),
+            linger_share=linger_share,
+            linger_cap_seconds=linger_cap_seconds,
         )
 
     @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import anyio
@@ -75,6 +76,56 @@ async def test_a_commit_never_takes_more_than_the_batch_limit(scene: Scene) -> N
     sizes = [len(runs) for _, runs in scene.store.step_commits]
     assert sizes == [3, 3, 3, 1]
     assert {work.lease for work in forwarded} == {work.lease for work in works}
+
+
+async def test_the_runs_of_a_slow_step_linger_for_company_until_the_batch_is_full(scene: Scene) -> None:
+    released = [anyio.Event() for _ in range(3)]
+
+    async def waiting(ctx: StepContext) -> StepResult:
+        await released[ctx.brief["n"]].wait()
+        return StepResult(output=1)
+
+    # A linger of a hundred calls' time, far past the test's deadline unless a full batch ends it.
+    actor = scene.actor(spec_of(SECOND, waiting), batch_limit=3, linger_share=100.0, linger_cap_seconds=60.0)
+    works = await scene.runs_at(SECOND, [{"n": n} for n in range(3)])
+    async with scene.running(actor, pending=works) as lanes:
+        await anyio.sleep(0.05)  # a call's time, which the linger is a share of
+        for event in released:
+            event.set()
+            await anyio.wait_all_tasks_blocked()  # that run finished; a committer that did not linger commits it
+        await receive(lanes.forward, 3)
+
+    assert scene.store.step_commits == [(SECOND, [work.lease.run_id for work in works])]
+
+
+async def test_a_run_that_finished_alone_is_committed_once_its_linger_has_passed(scene: Scene) -> None:
+    returned = 0.0
+
+    async def slow(ctx: StepContext) -> StepResult:
+        nonlocal returned
+        await anyio.sleep(0.1)
+        returned = time.monotonic()
+        return StepResult(output=1)
+
+    actor = scene.actor(spec_of(SECOND, slow), linger_share=1.0, linger_cap_seconds=0.2)  # lingers one call's time
+    works = await scene.runs_at(SECOND, [{"n": 1}])
+    async with scene.running(actor, pending=works) as lanes:
+        await receive(lanes.forward, 1)
+    handed_on = time.monotonic()
+
+    assert scene.store.step_commits == [(SECOND, [works[0].lease.run_id])]
+    assert handed_on - returned >= 0.1
+
+
+async def test_a_step_that_never_waits_does_not_linger(scene: Scene) -> None:
+    step, _ = counting(1)
+    actor = scene.actor(spec_of(SECOND, step, instant=True), linger_share=1e6, linger_cap_seconds=60.0)
+    works = await scene.runs_at(SECOND, [{"n": 1}])
+    async with scene.running(actor) as lanes:
+        await lanes.inbox.send(works[0])
+        await receive(lanes.forward, 1)  # before the test's deadline: at once
+
+    assert scene.store.step_commits == [(SECOND, [works[0].lease.run_id])]
 
 
 async def test_no_more_calls_are_in_flight_than_the_step_concurrency(scene: Scene) -> None:
