@@ -112,7 +112,8 @@ async def test_every_dashboard_query_shows_a_real_load_and_no_alert_fires(
 
     for name in SILENT_WHEN_HEALTHY:
         assert await prometheus.query(_alert_expr(name)) == [], f"{name} fires on a healthy daemon"
-    await prometheus.query(_alert_expr("SagadLatencySLO"))  # raises with Prometheus's reason if it cannot run
+    for name in ("SagadLatencySLO", "SagadEventLoopLagging"):  # on a loaded machine either may be true
+        await prometheus.query(_alert_expr(name))  # raises with Prometheus's reason if it cannot run
     # Prometheus itself evaluates the rule file it loaded, every second: no rule in error, none active.
     [group] = (await prometheus.api("rules", type="alert"))["groups"]
     assert {rule["name"]: rule["health"] for rule in group["rules"]} == dict.fromkeys(

@@ -59,7 +59,7 @@ OUTCOMES = {
 }
 ALERT_NAMES = {
     "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadLatencySLO",
-    "SagadDaemonDown", "SagadUndoFailing",
+    "SagadDaemonDown", "SagadUndoFailing", "SagadEventLoopLagging",
 }  # fmt: skip
 SCRAPE_ONLY = {"up"}
 
