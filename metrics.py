@@ -144,6 +144,16 @@ class Metrics:
             "Runs failed because they were claimed too many times without finishing.",
             registry=r,
         )
+        self.cancels_taken = Counter(
+            "sagad_cancels_taken",
+            "Runs in flight on this daemon whose cancel it learned of at a renewal, and sent backward.",
+            registry=r,
+        )
+        self.intake_paused = Gauge(
+            "sagad_intake_paused",
+            "1 while the fleet's intake is paused (sagad intake pause): no daemon claims new runs (database-wide).",
+            registry=r,
+        )
         self.runs_by_status = Gauge(
             "sagad_runs_by_status",
             "Runs in the database by status, sampled by each daemon (a database-wide view): pending, running "

@@ -96,3 +96,13 @@ class StatusSample:
     """Completed and compensated runs: estimated from the server's statistics."""
     total: int
     """All runs: estimated from the server's statistics."""
+    intake_paused: bool = False
+    """Whether the fleet's intake is paused (``sagad intake pause``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What one renewal did: leases extended, and runs given back because their cancel was asked for."""
+
+    renewed: frozenset[RunId]
+    cancelled: frozenset[RunId]

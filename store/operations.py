@@ -20,16 +20,12 @@ from sagad.domain.operations import (
     RunFilter,
 )
 from sagad.domain.runs import RunId, RunStatus, new_run_id
-from sagad.domain.steps import STEP_NAMES, Step
+from sagad.domain.steps import Step
 from sagad.store.db import Database
 from sagad.store.runs import SUBMITTED_CHANNEL
 
 FINISHED_CHANNEL = "sagad_finished"
 """Where migration 0003's trigger announces each run that reaches a terminal state (payload: its id)."""
-
-_STEP_ARRAY = "ARRAY[" + ", ".join(f"'{name}'" for name in STEP_NAMES) + "]::text[]"
-STEP_AT_NEXT = f"({_STEP_ARRAY})[r.next_step + 1]"
-"""SQL: the name of the step a run is at (the one it runs next)."""
 
 _RUN_COLUMNS = """
     r.id, r.status, r.next_step, r.failed_step, r.attempts, r.last_error, r.compensation_error, r.claimed_by,

@@ -29,7 +29,7 @@ from sagad.actors.relay import FailureRelay
 from sagad.actors.step import LINGER_CAP_SECONDS, LINGER_SHARE, StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
 from sagad.domain.rows import Committed, Row, StepWrite
-from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, StatusSample, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, Renewal, RunId, RunStatus, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
@@ -361,10 +361,11 @@ class FakeStore:
             if run.claimed_by == worker and run.status in _ACTIVE and run.run_id not in set(known)
         ]
 
-    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
+    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> Renewal:
         await self._enter("renew")
         self._raise_if_told("renew", (lease.run_id for lease in leases))
-        return {lease.run_id for lease in leases if (run := self._holds(worker, lease)) and run.status in _ACTIVE}
+        held = {lease.run_id for lease in leases if (run := self._holds(worker, lease)) and run.status in _ACTIVE}
+        return Renewal(frozenset(held), frozenset())
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
         await self._enter("release")
