@@ -20,7 +20,6 @@ from typing import Any, Self, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from sagad.content.brief import MAX_BRIEF_BYTES, parse_brief
 from sagad.domain.operations import CancelResult, IntakeState, RetryResult, Run, RunFilter, RunPage
 from sagad.domain.runs import RunId
 from sagad.errors import InvalidBrief, InvalidRequest, RunNotFound, WaitTimedOut
@@ -45,6 +44,9 @@ T = TypeVar("T")
 
 def validated_brief(brief: Brief) -> Any:
     """The brief's JSON value, checked exactly as ``sagad submit`` checks a file; InvalidBrief otherwise."""
+    # Imported here: listing or cancelling runs needs no brief model (pydantic).
+    from sagad.content.brief import MAX_BRIEF_BYTES, parse_brief  # noqa: PLC0415
+
     if isinstance(brief, bytes):
         data = brief
     elif isinstance(brief, str):
