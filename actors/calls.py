@@ -136,8 +136,9 @@ async def _within(
     raise TimeoutError
 
 
-def gave_up(what: str, attempts: int, error: Exception, timeout: float) -> str:
-    return bounded(f"{what}: gave up after {attempts} attempts: {_describe(error, timeout)}")
+def gave_up(what: str, attempts: int, error: Exception, timeout: float, lease: Lease) -> str:
+    """Why a step (or an undo) failed for good: its attempts count within the claim named, which a takeover starts again."""
+    return bounded(f"{what}: gave up after {attempts} attempts (claim {lease.token}): {_describe(error, timeout)}")
 
 
 class StepCaller:
@@ -190,7 +191,7 @@ class StepCaller:
         except Exception as error:
             if _retry_reason(error) == "error":
                 log.exception("step %s failed for run %s", self._step, work.lease.run_id)
-            reason = gave_up(self._step, spec.retry.attempts, error, spec.timeout_seconds)
+            reason = gave_up(self._step, spec.retry.attempts, error, spec.timeout_seconds, work.lease)
             return Called(None, failure=reason, clean=False)
         # Handed on as it was encoded, not as returned: a UUID becomes its text, a tuple a list, on
         # this path as on a takeover's, which reads the committed text back.

@@ -139,7 +139,7 @@ async def test_a_step_that_times_out_is_retried_then_fails_the_run_naming_its_ti
     assert retried == len(run_ids)  # two attempts each: one retry
     status = await runs.status(run_ids[0])
     assert status is not None
-    assert status.last_error == "generate_strategy: gave up after 2 attempts: timed out after 0.05 s"
+    assert status.last_error == "generate_strategy: gave up after 2 attempts (claim 1): timed out after 0.05 s"
     assert await rows_of(db, run_ids[0]) == dict.fromkeys(TABLES, 0)
 
 
@@ -249,7 +249,7 @@ async def test_an_undo_that_keeps_failing_leaves_the_run_compensating_with_its_r
         status = await runs.status(run_id)
         assert status is not None
         assert status.status == "compensating"
-        assert status.compensation_error == ("undo of generate_strategy: gave up after 2 attempts: ads service down")
+        assert status.compensation_error == ("undo of generate_strategy: gave up after 2 attempts (claim 1): ads service down")
         assert status.last_error is not None
         assert status.last_error.startswith("qc_evaluate: QC score")
         assert (await rows_of(db, run_id))["strategy_document"] == 1, "a compensation was half done"
