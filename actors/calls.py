@@ -137,7 +137,7 @@ async def _within(
 
 
 def gave_up(what: str, attempts: int, error: Exception, timeout: float, lease: Lease) -> str:
-    """Why a step (or an undo) failed for good: its attempts count within the claim named, which a takeover starts again."""
+    """Why a step (or an undo) failed for good; its attempts count within the claim named (a takeover starts again)."""
     return bounded(f"{what}: gave up after {attempts} attempts (claim {lease.token}): {_describe(error, timeout)}")
 
 

@@ -249,7 +249,9 @@ async def test_an_undo_that_keeps_failing_leaves_the_run_compensating_with_its_r
         status = await runs.status(run_id)
         assert status is not None
         assert status.status == "compensating"
-        assert status.compensation_error == ("undo of generate_strategy: gave up after 2 attempts (claim 1): ads service down")
+        assert status.compensation_error == (
+            "undo of generate_strategy: gave up after 2 attempts (claim 1): ads service down"
+        )
         assert status.last_error is not None
         assert status.last_error.startswith("qc_evaluate: QC score")
         assert (await rows_of(db, run_id))["strategy_document"] == 1, "a compensation was half done"

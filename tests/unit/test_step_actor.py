@@ -338,7 +338,9 @@ async def test_a_step_result_the_step_may_not_give_fails_the_run(scene: Scene, r
     [work] = await scene.runs_at(SECOND, [{}])
     async with scene.running(actor, pending=[work]) as lanes:
         [failure] = await receive(lanes.failures, 1)
-    assert failure.reason.startswith("generate_strategy: gave up after 3 attempts (claim 1): TypeError: step generate_strategy")
+    assert failure.reason.startswith(
+        "generate_strategy: gave up after 3 attempts (claim 1): TypeError: step generate_strategy"
+    )
     assert reason in failure.reason
     assert scene.store.runs[work.lease.run_id].rows == {}
 
