@@ -14,13 +14,14 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from sagad.domain.operations import CancelResult, IntakeState, RetryResult, Run, RunFilter, RunPage
+from sagad.domain.operations import CancelResult, HistoryEvent, IntakeState, RetryResult, Run, RunFilter, RunPage
 from sagad.domain.runs import RunId
 from sagad.errors import InvalidBrief, InvalidRequest, RunNotFound, WaitTimedOut
 from sagad.store.db import Database
@@ -168,6 +169,23 @@ class Client:
         if run is None:
             raise RunNotFound(f"no run {parsed}")
         return run
+
+    async def history(self, run_id: RunId | uuid.UUID | str, *, limit: int = 1000) -> builtins.list[HistoryEvent]:
+        """What happened to the run, oldest first: claims, step commits, failure, cancel, end, retry."""
+        run = await self.get(run_id)
+        return await OperationsStore(self._database).history(run.run_id, limit)
+
+    async def prune_history(self, older_than: timedelta, *, page: int = 10_000) -> int:
+        """Delete the history of runs submitted more than ``older_than`` ago, a page per transaction."""
+        if older_than.total_seconds() <= 0:
+            raise InvalidRequest("older_than must be positive")
+        before = datetime.now(UTC) - older_than
+        store, total = OperationsStore(self._database), 0
+        while True:
+            deleted = await store.prune_history(before, page)
+            total += deleted
+            if deleted < page:
+                return total
 
     # The timeout is part of the contract (a caller without a cancel scope of its own: the sync facade).
     async def wait(self, run_id: RunId | uuid.UUID | str, timeout: float) -> Run:  # noqa: ASYNC109

@@ -83,7 +83,7 @@ def status_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The run as JSON: the same as `sagad runs show RUN_ID --json` (kept for scripts)."""
-    runs.show_run(run_id, True, database_url)
+    runs.show_run(run_id, True, database_url, with_history=False)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from sagad.cli.common import fail, resolve_url
 
 if TYPE_CHECKING:
     from sagad.client import Client
-    from sagad.domain.operations import Run, RunFilter
+    from sagad.domain.operations import HistoryEvent, Run, RunFilter
 
 Statuses = Annotated[
     list[str] | None,
@@ -167,3 +167,29 @@ def confirm(count: int, verb: str, yes: bool) -> None:
         fail(f"{verb} {count} runs: pass --yes to confirm (or --dry-run to list them)")
     if not typer.confirm(f"{verb} {count} runs?", default=False, err=True):
         fail("nothing done")
+
+
+def confirm_all(what: str) -> None:
+    """Ask before ``what``; on no terminal, refuse (the caller offers --yes)."""
+    if not sys.stdin.isatty():
+        fail(f"{what}: pass --yes to confirm")
+    if not typer.confirm(f"{what}?", default=False, err=True):
+        fail("nothing done")
+
+
+def history_lines(events: list[HistoryEvent]) -> str:
+    """A run's history for a person: one event a line, oldest first."""
+    lines = []
+    for event in events:
+        parts = [_when(event.at), event.event]
+        if event.step:
+            parts.append(event.step)
+        if event.worker:
+            parts.append(f"on {event.worker}")
+        if event.token is not None and event.event in ("claimed", "committed"):
+            parts.append(f"(lease {event.token}, attempt {event.attempt})")
+        line = "  " + " ".join(parts)
+        if event.detail:
+            line += ": " + " ".join(event.detail.split())[:200]
+        lines.append(line)
+    return "\n".join(lines)

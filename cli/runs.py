@@ -20,7 +20,10 @@ from sagad.cli.operate import (
     WaitingOnUndo,
     client_of,
     confirm,
+    confirm_all,
+    history_lines,
     is_everything,
+    parse_moment,
     run_filter,
     show,
     table,
@@ -91,13 +94,23 @@ def list_command(
     run_async(main)
 
 
-def show_run(run_id: str, as_json: bool, database_url: str | None) -> None:
+def show_run(run_id: str, as_json: bool, database_url: str | None, *, with_history: bool = True) -> None:
     [parsed] = _ids([run_id])
 
     async def main() -> None:
         async with client_of(database_url) as client:
             run = await client.get(parsed)
-        print(json.dumps(run.as_dict(), indent=2) if as_json else show(run))
+            events = await client.history(parsed) if with_history else []
+        if as_json:
+            shown = run.as_dict()
+            if with_history:
+                shown["history"] = [event.as_dict() for event in events]
+            print(json.dumps(shown, indent=2))
+        else:
+            print(show(run))
+            if events:
+                print("history:")
+                print(history_lines(events))
 
     run_async(main)
 
@@ -293,3 +306,31 @@ def resume_command(
 
 def _fields(where: RunFilter) -> dict[str, Any]:
     return {name: getattr(where, name) for name in where.__slots__}
+
+
+@app.command("prune-history")
+def prune_history_command(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            envvar="SAGAD_HISTORY_OLDER_THAN", help="Delete the history of runs submitted longer ago (e.g. 30d)."
+        ),
+    ],
+    yes: Yes = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Delete old runs' history (run it daily, e.g. from cron): it is what bounds the history table."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    cut = parse_moment("--older-than", older_than)
+    if cut is None or not cut < datetime.now(UTC):
+        fail("--older-than must be an age (e.g. 30d) or a time in the past")
+    if not yes:
+        confirm_all(f"delete the history of every run submitted before {cut.isoformat()}")
+
+    async def main() -> None:
+        async with client_of(database_url) as client:
+            deleted = await client.prune_history(datetime.now(UTC) - cut)
+        print(f"{deleted} history events deleted")
+
+    run_async(main)

@@ -137,3 +137,28 @@ class IntakeState:
     changed_at: datetime | None = None
     changed_by: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One thing that happened to a run: claimed, committed (a step), failed, undo held up, cancel
+    requested, completed, compensated, or retry (this run retries ``detail``)."""
+
+    at: datetime
+    event: str
+    step: str | None
+    worker: str | None
+    token: int | None
+    attempt: int | None
+    detail: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "event": self.event,
+            "step": self.step,
+            "worker": self.worker,
+            "token": self.token,
+            "attempt": self.attempt,
+            "detail": self.detail,
+        }

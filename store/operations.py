@@ -13,6 +13,7 @@ from sagad.domain.operations import (
     CANCEL_PREFIX,
     CancelOutcome,
     CancelResult,
+    HistoryEvent,
     IntakeState,
     RetryOutcome,
     RetryResult,
@@ -92,6 +93,19 @@ _RESUME = """
 """
 
 _EXISTING = "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[])"
+
+_HISTORY = """
+    SELECT at, event, step, worker, token, attempt, detail FROM run_history
+    WHERE run_id = $1 ORDER BY at, CASE event WHEN 'claimed' THEN 0 WHEN 'committed' THEN 1 ELSE 2 END
+    LIMIT $2
+"""
+
+# Run ids are ordered by time (UUIDv7): the history of runs submitted before a moment is a key range.
+_PRUNE_HISTORY = """
+    DELETE FROM run_history WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM run_history WHERE run_id < $1::uuid LIMIT $2
+    ))
+"""
 
 _INTAKE = "SELECT paused, changed_at, changed_by, reason FROM sagad_intake WHERE id = 1"
 
@@ -244,6 +258,21 @@ class OperationsStore:
     async def resume(self, run_ids: Sequence[RunId]) -> set[RunId]:
         """Of these runs waiting on a failed undo, the ones made claimable now."""
         return {RunId(row["id"]) for row in await self._db.fetch(_RESUME, list(run_ids))}
+
+    async def history(self, run_id: RunId, limit: int) -> list[HistoryEvent]:
+        rows = await self._db.fetch(_HISTORY, run_id, limit)
+        return [
+            HistoryEvent(
+                row["at"], row["event"], row["step"], row["worker"], row["token"], row["attempt"], row["detail"]
+            )
+            for row in rows
+        ]
+
+    async def prune_history(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` history events of runs submitted before ``before``; how many went."""
+        async with self._db.connection() as conn:
+            status = await conn.execute(_PRUNE_HISTORY, id_floor(before), limit)
+        return int(status.split()[-1])
 
     async def intake(self) -> IntakeState:
         [row] = await self._db.fetch(_INTAKE)

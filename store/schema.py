@@ -117,6 +117,24 @@ sagad_intake = Table(
 )
 
 
+# Each run's history, written by triggers on workflow_runs inside the statements that change it
+# (migration 0004): no key of its own, so that no event can ever make a claim or a commit fail.
+# Pruned by run age (`sagad runs prune-history`): run ids are ordered by time, so a cut is a key range.
+run_history = Table(
+    "run_history",
+    metadata,
+    Column("run_id", UUID(as_uuid=True), nullable=False),
+    Column("at", TIMESTAMP(timezone=True), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("step", Text, nullable=True),
+    Column("worker", Text, nullable=True),
+    Column("token", BigInteger, nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_run_history_run_id_at", "run_id", "at"),
+)
+
+
 # Each committed step's output, so that a run resumed by another daemon gets exactly what its
 # earlier steps handed on. No foreign key: the step's commit already holds the run row, and a
 # reference would lock it once more per output (the audit checks that none is orphaned). Kept as

@@ -32,6 +32,56 @@ _NOTIFY_TRIGGER = """
 """
 
 
+# Each run's history, written by the statements that already run (claims, step commits, compensations,
+# cancels): one set-based INSERT per statement from its transition tables, no round trip of its own.
+# Claims are recorded up to the tenth, then every hundredth: a run whose undo keeps failing is claimed
+# again every --undo-retry-seconds, and its history must stay short.
+_STEPS = "ARRAY['normalize_brief', 'generate_strategy', 'generate_draft', 'qc_evaluate', 'deliver']::text[]"
+_HISTORY_ON_UPDATE = f"""
+    CREATE FUNCTION sagad_history_on_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO run_history (run_id, at, event, step, worker, token, attempt, detail)
+        SELECT n.id, now(), e.event, e.step, e.worker, n.lease_token, n.attempts, e.detail
+        FROM new_runs n JOIN old_runs o ON o.id = n.id
+        CROSS JOIN LATERAL (
+            SELECT 'claimed' AS event, NULL::text AS step, n.claimed_by AS worker, NULL::text AS detail
+            WHERE n.lease_token <> o.lease_token AND (n.attempts <= 10 OR n.attempts % 100 = 0)
+            UNION ALL
+            SELECT 'committed', ({_STEPS})[o.next_step + 1], o.claimed_by, NULL WHERE n.next_step > o.next_step
+            UNION ALL
+            SELECT 'failed', n.failed_step, coalesce(o.claimed_by, n.claimed_by), n.last_error
+            WHERE n.status = 'compensating' AND o.status <> 'compensating'
+            UNION ALL
+            SELECT 'undo held up', n.failed_step, o.claimed_by, n.compensation_error
+            WHERE n.compensation_error IS NOT NULL AND n.compensation_error IS DISTINCT FROM o.compensation_error
+            UNION ALL
+            SELECT n.status, NULL, o.claimed_by, n.last_error
+            WHERE n.status IN ('completed', 'compensated') AND o.status <> n.status
+            UNION ALL
+            SELECT 'cancel requested', NULL, n.cancelled_by, n.cancel_reason
+            WHERE n.cancel_requested_at IS NOT NULL AND o.cancel_requested_at IS NULL
+        ) e;
+        RETURN NULL;
+    END $$
+"""
+_HISTORY_ON_INSERT = """
+    CREATE FUNCTION sagad_history_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO run_history (run_id, at, event, detail)
+        SELECT n.id, now(), 'retry', n.retry_of::text FROM new_runs n WHERE n.retry_of IS NOT NULL;
+        RETURN NULL;
+    END $$
+"""
+_HISTORY_TRIGGERS = (
+    """CREATE TRIGGER workflow_runs_history_on_update AFTER UPDATE ON workflow_runs
+       REFERENCING OLD TABLE AS old_runs NEW TABLE AS new_runs
+       FOR EACH STATEMENT EXECUTE FUNCTION sagad_history_on_update()""",
+    """CREATE TRIGGER workflow_runs_history_on_insert AFTER INSERT ON workflow_runs
+       REFERENCING NEW TABLE AS new_runs
+       FOR EACH STATEMENT EXECUTE FUNCTION sagad_history_on_insert()""",
+)
+
+
 def upgrade() -> None:
     op.add_column("workflow_runs", sa.Column("retry_of", sa.UUID(), nullable=True))
     op.add_column("workflow_runs", sa.Column("cancel_requested_at", postgresql.TIMESTAMP(timezone=True), nullable=True))
@@ -64,6 +114,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sagad_intake")),
     )
     op.execute("INSERT INTO sagad_intake (id) VALUES (1)")
+    op.create_table(
+        "run_history",
+        sa.Column("run_id", sa.UUID(), nullable=False),
+        sa.Column("at", postgresql.TIMESTAMP(timezone=True), nullable=False),
+        sa.Column("event", sa.Text(), nullable=False),
+        sa.Column("step", sa.Text(), nullable=True),
+        sa.Column("worker", sa.Text(), nullable=True),
+        sa.Column("token", sa.BigInteger(), nullable=True),
+        sa.Column("attempt", sa.Integer(), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
+    )
+    op.create_index("ix_run_history_run_id_at", "run_history", ["run_id", "at"], unique=False)
+    op.execute(_HISTORY_ON_UPDATE)
+    op.execute(_HISTORY_ON_INSERT)
+    for trigger in _HISTORY_TRIGGERS:
+        op.execute(trigger)
     op.execute(_NOTIFY_FUNCTION)
     op.execute(_NOTIFY_TRIGGER)
 
@@ -71,6 +137,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TRIGGER workflow_runs_finished ON workflow_runs")
     op.execute("DROP FUNCTION sagad_notify_finished()")
+    op.execute("DROP TRIGGER workflow_runs_history_on_insert ON workflow_runs")
+    op.execute("DROP TRIGGER workflow_runs_history_on_update ON workflow_runs")
+    op.execute("DROP FUNCTION sagad_history_on_insert()")
+    op.execute("DROP FUNCTION sagad_history_on_update()")
+    op.drop_index("ix_run_history_run_id_at", table_name="run_history")
+    op.drop_table("run_history")
     op.drop_table("sagad_intake")
     op.drop_index("ix_workflow_runs_failed_step_id", table_name="workflow_runs")
     op.drop_index("ix_workflow_runs_cancel_requested", table_name="workflow_runs")

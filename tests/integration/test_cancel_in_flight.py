@@ -65,11 +65,24 @@ async def test_a_run_cancelled_mid_call_is_compensated_by_its_daemon(database_ur
         with anyio.fail_after(10):  # within one renewal tick (1 s) and a claim
             await draft.cancelled.wait()
             run = await client.wait(run_id, 10)
+        history = await client.history(run_id)
     assert run.status is RunStatus.COMPENSATED
     assert run.last_error == "cancelled: client withdrew"
     assert run.failed_step == "generate_draft"
     assert draft.undone == [run_id]  # the step it was in may have had an effect: its undo ran, once
     assert set((await rows_of(db, run_id)).values()) == {0}
+    events = [(e.event, e.step, e.detail) for e in history]
+    assert events == [
+        ("claimed", None, None),
+        ("committed", "normalize_brief", None),
+        ("committed", "generate_strategy", None),
+        ("cancel requested", None, "client withdrew"),
+        ("failed", "generate_draft", "cancelled: client withdrew"),
+        ("claimed", None, None),
+        ("compensated", None, "cancelled: client withdrew"),
+    ]
+    assert {e.worker for e in history if e.event != "cancel requested"} == {"test-daemon"}
+    assert history[-2].token == history[0].token + 1
 
 
 async def test_a_cancelled_run_held_by_a_dead_daemon_is_compensated_by_the_next_claim(

@@ -208,3 +208,22 @@ def test_the_sync_facade_submits_and_reads(database_url: str) -> None:
         assert [run.run_id for run in client.list().runs] == [run_id]
         [result] = client.cancel([run_id], "no longer wanted")
         assert result.outcome is CancelOutcome.COMPENSATED
+
+
+async def test_history_records_retries_and_is_pruned_by_run_age(database_url: str, db: Database) -> None:
+    async with Client(database_url) as client:
+        failed = await client.submit(BRIEF)
+        await finish(db, failed, "compensated")
+        [retried] = await client.retry([failed])
+        assert retried.new_run is not None
+        [event] = await client.history(retried.new_run)
+        assert (event.event, event.detail) == ("retry", str(failed))
+        assert [e.event for e in await client.history(failed)] == ["compensated"]
+        assert await client.prune_history(timedelta(hours=1)) == 0
+        await db.fetch("UPDATE workflow_runs SET submitted_at = now() - interval '2 days' WHERE id = $1", failed)
+        # Pruning goes by run id (UUIDv7: the submission time); an old run's events go, a new one's stay.
+        await db.fetch(
+            "INSERT INTO run_history (run_id, at, event) VALUES ('00000000-0000-7000-8000-000000000000', now(), 'x')"
+        )
+        assert await client.prune_history(timedelta(hours=1)) == 1
+        assert len(await client.history(retried.new_run)) == 1
