@@ -82,7 +82,7 @@ async def test_a_run_cancelled_mid_call_is_compensated_by_its_daemon(database_ur
         ("compensated", None, "cancelled: client withdrew"),
     ]
     assert {e.worker for e in history if e.event != "cancel requested"} == {"test-daemon"}
-    assert history[-2].token == history[0].token + 1
+    assert history[0].token is not None and history[-2].token == history[0].token + 1
 
 
 async def test_a_cancelled_run_held_by_a_dead_daemon_is_compensated_by_the_next_claim(
