@@ -96,7 +96,9 @@ _EXISTING = "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[])"
 
 _HISTORY = """
     SELECT at, event, step, worker, token, attempt, detail FROM run_history
-    WHERE run_id = $1 ORDER BY at, CASE event WHEN 'claimed' THEN 0 WHEN 'committed' THEN 1 ELSE 2 END
+    WHERE run_id = $1
+    ORDER BY at, CASE event WHEN 'retry' THEN 0 WHEN 'cancel requested' THEN 1 WHEN 'claimed' THEN 2
+                            WHEN 'committed' THEN 3 WHEN 'failed' THEN 4 WHEN 'undo held up' THEN 5 ELSE 6 END
     LIMIT $2
 """
 
