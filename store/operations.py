@@ -23,7 +23,7 @@ from sagad.domain.operations import (
 from sagad.domain.runs import RunId, RunStatus, new_run_id
 from sagad.domain.steps import Step
 from sagad.store.db import Database
-from sagad.store.runs import SUBMITTED_CHANNEL
+from sagad.store.runs import STEP_AT_NEXT, SUBMITTED_CHANNEL
 
 FINISHED_CHANNEL = "sagad_finished"
 """Where migration 0003's trigger announces each run that reaches a terminal state (payload: its id)."""
@@ -41,7 +41,7 @@ _SHOW = f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE r.id = $1"
 # Locks each run (waiting for a step commit under way on it: the answer must be definite), then:
 # pending, never claimed -> compensated here, at once (it wrote nothing); running -> marked, and its
 # holder's next renewal (or the next claim, if its holder is gone) sends it backward.
-_CANCEL = """
+_CANCEL = f"""
     WITH target AS (
         SELECT r.id, r.status, r.cancel_requested_at IS NOT NULL AS marked
         FROM workflow_runs r WHERE r.id = ANY($1::uuid[])
@@ -55,6 +55,8 @@ _CANCEL = """
             finished_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.finished_at END,
             failed_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.failed_at END,
             last_error = CASE WHEN t.status = 'pending' THEN $4 || $2 ELSE r.last_error END,
+            -- Where it stopped: a compensated run always names a step (the audit holds it to that).
+            failed_step = CASE WHEN t.status = 'pending' THEN {STEP_AT_NEXT} ELSE r.failed_step END,
             cancel_requested_at = now(), cancel_reason = $2, cancelled_by = $3, updated_at = now()
         FROM target t
         WHERE r.id = t.id AND t.status IN ('pending', 'running') AND NOT t.marked

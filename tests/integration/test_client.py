@@ -141,7 +141,7 @@ async def test_cancel_of_a_pending_run_compensates_it_at_once(database_url: str)
         assert result.outcome is CancelOutcome.COMPENSATED
         run = await client.wait(pending, 1)
         assert run.status is RunStatus.COMPENSATED
-        assert run.last_error == "cancelled: client withdrew the brief"
+        assert (run.last_error, run.failed_step) == ("cancelled: client withdrew the brief", "normalize_brief")
         assert (run.cancel_reason, run.cancelled_by) == ("client withdrew the brief", "ops@test")
         [again] = await client.cancel([pending], "twice")
         assert again.outcome is CancelOutcome.ALREADY_COMPENSATED
