@@ -154,6 +154,16 @@ class Metrics:
             "1 while the fleet's intake is paused (sagad intake pause): no daemon claims new runs (database-wide).",
             registry=r,
         )
+        self.cancels_waiting = Gauge(
+            "sagad_cancels_waiting",
+            "Unfinished runs whose cancel was asked for and not yet carried out (database-wide).",
+            registry=r,
+        )
+        self.oldest_cancel_seconds = Gauge(
+            "sagad_oldest_cancel_seconds",
+            "How long the oldest cancel not yet carried out has waited (database-wide; 0 when none waits).",
+            registry=r,
+        )
         self.runs_by_status = Gauge(
             "sagad_runs_by_status",
             "Runs in the database by status, sampled by each daemon (a database-wide view): pending, running "

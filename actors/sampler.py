@@ -55,6 +55,8 @@ class StatusSampler:
                     self._metrics.runs_by_status.labels(status.value).set(count)
                 self._metrics.runs_overdue.set(overdue)
                 self._metrics.intake_paused.set(int(sample.intake_paused))
+                self._metrics.cancels_waiting.set(sample.cancels_waiting)
+                self._metrics.oldest_cancel_seconds.set(sample.oldest_cancel_seconds)
                 self._replan_if_grown(sample)
             await anyio.sleep(self._every)
 

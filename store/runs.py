@@ -174,13 +174,28 @@ _ESTIMATES = """
                     unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS s(status, frequency)
                WHERE st.schemaname = current_schema() AND st.tablename = 'workflow_runs' AND st.attname = 'status'
            ), '{}'::jsonb) AS frequencies,
-           coalesce((SELECT paused FROM sagad_intake WHERE id = 1), false) AS intake_paused
+           coalesce((SELECT paused FROM sagad_intake WHERE id = 1), false) AS intake_paused,
+           cancels.waiting AS cancels_waiting, cancels.oldest AS oldest_cancel_seconds
+    FROM (
+        -- Cancels asked for and not yet carried out: unfinished runs only (the available_at index).
+        SELECT count(*) AS waiting, coalesce(extract(epoch FROM now() - min(cancel_requested_at)), 0)::float8 AS oldest
+        FROM workflow_runs WHERE available_at IS NOT NULL AND cancel_requested_at IS NOT NULL
+    ) AS cancels
 """
 
 _OVERDUE = """
     SELECT count(*) FROM workflow_runs
     WHERE claimed_by IS NOT NULL AND available_at < now() - make_interval(secs => $1)
 """
+
+
+def _operations(estimates: asyncpg.Record) -> dict[str, Any]:
+    """The sample's view of what operators did: intake, and cancels not yet carried out."""
+    return {
+        "intake_paused": estimates["intake_paused"],
+        "cancels_waiting": int(estimates["cancels_waiting"]),
+        "oldest_cancel_seconds": float(estimates["oldest_cancel_seconds"]),
+    }
 
 
 def _claimed_runs(rows: Sequence[asyncpg.Record]) -> list[ClaimedRun]:
@@ -313,14 +328,14 @@ class RunStore:
             rows = await self._db.fetch(_FINISHED_COUNTS, operation="sample")
             finished = {RunStatus(row["status"]): int(row["n"]) for row in rows}
             total = sum(in_flight.values()) + sum(finished.values())
-            return StatusSample(in_flight, finished, total, intake_paused=estimates["intake_paused"])
+            return StatusSample(in_flight, finished, total, **_operations(estimates))
         frequencies = {status: float(estimates["frequencies"].get(status.value, 0.0)) for status in TERMINAL}
         known = sum(frequencies.values())
         estimated = live - sum(in_flight.values())
         split = {
             status: round(estimated * frequency / known) if known else 0 for status, frequency in frequencies.items()
         }
-        return StatusSample(in_flight=in_flight, finished=split, total=live, intake_paused=estimates["intake_paused"])
+        return StatusSample(in_flight=in_flight, finished=split, total=live, **_operations(estimates))
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
         rows = await self._db.fetch(_OVERDUE, grace_seconds, operation="sample")

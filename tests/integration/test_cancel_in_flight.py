@@ -95,11 +95,15 @@ async def test_a_cancelled_run_held_by_a_dead_daemon_is_compensated_by_the_next_
         [result] = await client.cancel([run_id], "withdrawn")
         assert result.outcome is CancelOutcome.REQUESTED
         await anyio.sleep(0.02)  # the dead daemon's lease runs out
+        waiting = await runs.sample_statuses()
+        assert (waiting.cancels_waiting, waiting.oldest_cancel_seconds > 0) == (1, True)
         [claimed] = await runs.claim(WorkerId("alive"), 1, 30)
         assert claimed.status is RunStatus.COMPENSATING
         assert claimed.failed_step is Step.NORMALIZE_BRIEF
         assert claimed.last_error == "cancelled: withdrawn"
         assert claimed.lease.token == held.lease.token + 1
+        await db.fetch("UPDATE workflow_runs SET status = 'compensated', available_at = NULL, finished_at = now()")
+        assert (await runs.sample_statuses()).cancels_waiting == 0
 
 
 async def test_a_renewal_gives_back_a_cancelled_run_instead_of_renewing_it(database_url: str, db: Database) -> None:
