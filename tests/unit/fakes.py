@@ -3,12 +3,15 @@
 Fakes of the ports, never of SQL: ``FakeStore`` keeps runs, leases and committed steps in dicts and
 keeps each promise its protocols make. A write is fenced as the store fences it: only the current
 holder (worker and token) of a run at the right status and step gets it into ``Committed.owned``.
-A run can be marked locked by another transaction (it comes back in ``Committed.skipped``), taken
-over by another daemon, and chosen calls can be made to raise chosen database errors.
+A run can be marked locked by another transaction (claims, renewals and releases pass over it; a
+write reports it in ``Committed.skipped``), taken over by another daemon, its lease made to run
+out, and chosen calls can be made to raise chosen database errors. ``tests/conformance`` holds
+these promises to the SQL stores' behaviour.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -59,6 +62,8 @@ class FakeRun:
     token: int = 0
     claimed_by: WorkerId | None = None
     claimable: bool = True
+    available_since: int = 0
+    """When it last became claimable (a logical clock): claims take the longest available first."""
     outputs: dict[Step, Any] = field(default_factory=dict)
     rows: dict[str, list[Row]] = field(default_factory=dict)
     submitted: float = field(default_factory=time.monotonic)
@@ -107,7 +112,8 @@ class FakeStore:
         self.ended = 0
         """Runs that reached a terminal state."""
         self._faults: list[_Fault] = []
-        self._locked: dict[RunId, int] = {}
+        self._locked: dict[RunId, int | None] = {}
+        self._clock = itertools.count(1)
         self._gates: dict[str, Gate] = {}
         self._serial = 0
         self._changed = anyio.Event()
@@ -137,6 +143,7 @@ class FakeStore:
             last_error=last_error,
             outputs=dict(outputs or {}),
             attempts=attempts,
+            available_since=next(self._clock),
         )
         self._change()
         return run_id
@@ -170,9 +177,22 @@ class FakeStore:
         else:
             await checkpoint()
 
-    def lock(self, run_id: RunId, times: int = 1) -> None:
-        """Another transaction holds the run's row for the next ``times`` writes: they skip it."""
+    def lock(self, run_id: RunId, times: int | None = 1) -> None:
+        """Another transaction holds the run's row for the next ``times`` statements that lock it (None: until
+        ``unlock``): they pass over it."""
         self._locked[run_id] = times
+
+    def unlock(self, run_id: RunId) -> None:
+        self._locked.pop(run_id, None)
+
+    def expire(self, run_ids: Iterable[RunId]) -> None:
+        """The leases (or deferrals) of these runs run out now: any daemon may claim them."""
+        for run_id in run_ids:
+            run = self.runs[run_id]
+            if not run.claimable and not run.status.is_terminal:
+                run.claimable = True
+                run.available_since = next(self._clock)
+        self._change()
 
     def take_over(self, run_id: RunId, worker: WorkerId = PEER) -> Lease:
         """Another daemon claims the run: a new token, another holder."""
@@ -217,10 +237,14 @@ class FakeStore:
         return run
 
     def _is_locked(self, run_id: RunId) -> bool:
-        left = self._locked.get(run_id, 0)
-        if left:
+        if run_id not in self._locked:
+            return False
+        left = self._locked[run_id]
+        if left is not None:
+            if left == 0:
+                return False
             self._locked[run_id] = left - 1
-        return left > 0
+        return True
 
     def _age(self, run: FakeRun) -> float:
         return max(0.0, time.monotonic() - run.submitted)
@@ -232,7 +256,6 @@ class FakeStore:
         self.step_commits.append((step, [write.lease.run_id for write in writes]))
         self._raise_if_told("commit_step", (w.lease.run_id for w in writes if w.failure is None))
         owned: dict[RunId, float] = {}
-        rows: dict[str, int] = {}
         skipped: set[RunId] = set()
         for write in writes:
             run = self.runs.get(write.lease.run_id)
@@ -246,14 +269,14 @@ class FakeStore:
                 if self._is_locked(run.run_id):
                     skipped.add(run.run_id)
                     continue
-                self._advance(run, step, write, rows)
+                self._advance(run, step, write)
                 owned[run.run_id] = self._age(run)
             elif run.next_step > step or (run.status is RunStatus.COMPENSATING and run.failed_step is step):
                 owned[run.run_id] = self._age(run)  # an earlier attempt of this commit went through
         self._change()
-        return Committed(owned=owned, rows=rows, skipped=frozenset(skipped))
+        return Committed(owned=owned, skipped=frozenset(skipped))
 
-    def _advance(self, run: FakeRun, step: Step, write: StepWrite, rows: dict[str, int]) -> None:
+    def _advance(self, run: FakeRun, step: Step, write: StepWrite) -> None:
         if write.failure is not None:
             run.status = RunStatus.COMPENSATING
             run.failed_step = step
@@ -261,7 +284,6 @@ class FakeStore:
             return
         for table, table_rows in write.rows.items():
             run.rows.setdefault(table, []).extend(table_rows)
-            rows[table] = rows.get(table, 0) + len(table_rows)
         run.outputs[step] = json.loads(write.output)
         if step.is_last:
             self.ended += 1
@@ -278,7 +300,7 @@ class FakeStore:
         self.compensations.append([lease.run_id for lease in leases])
         self._raise_if_told("compensate", (lease.run_id for lease in leases))
         owned: dict[RunId, float] = {}
-        rows: dict[str, int] = {}
+        rows = dict.fromkeys([*tables, "step_outputs"], 0)  # every table, as many deletes as it was given
         skipped: set[RunId] = set()
         for lease in leases:
             run = self.runs.get(lease.run_id)
@@ -291,12 +313,13 @@ class FakeStore:
             if self._is_locked(run.run_id):
                 skipped.add(run.run_id)
                 continue
-            for table in [*tables, "step_outputs"]:
-                gone = len(run.outputs) if table == "step_outputs" else len(run.rows.pop(table, []))
-                rows[table] = rows.get(table, 0) + gone
+            for table in tables:
+                rows[table] += len(run.rows.pop(table, []))
+            rows["step_outputs"] += len(run.outputs)
             run.outputs.clear()
             self.ended += 1
             run.status = RunStatus.COMPENSATED
+            run.compensation_error = None
             run.claimed_by = None
             run.claimable = False
             owned[run.run_id] = self._age(run)
@@ -324,10 +347,11 @@ class FakeStore:
         await self._enter("claim")
         self._raise_if_told("claim", ())
         claimed: list[ClaimedRun] = []
-        for run in self.runs.values():
+        available = (run for run in self.runs.values() if run.claimable and not run.status.is_terminal)
+        for run in sorted(available, key=lambda run: run.available_since):
             if len(claimed) == limit:
                 break
-            if not run.claimable or run.status.is_terminal:
+            if self._is_locked(run.run_id):
                 continue
             run.status = RunStatus.RUNNING if run.status is RunStatus.PENDING else run.status
             run.token += 1
@@ -358,13 +382,19 @@ class FakeStore:
         return [
             self._claimed(run)
             for run in self.runs.values()
-            if run.claimed_by == worker and run.status in _ACTIVE and run.run_id not in set(known)
+            if run.claimed_by == worker and not run.claimable and run.status in _ACTIVE and run.run_id not in set(known)
         ]
 
     async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
         await self._enter("renew")
         self._raise_if_told("renew", (lease.run_id for lease in leases))
-        return {lease.run_id for lease in leases if (run := self._holds(worker, lease)) and run.status in _ACTIVE}
+        renewed = set()
+        for lease in leases:
+            run = self._holds(worker, lease)
+            if run is not None and run.status in _ACTIVE and not self._is_locked(run.run_id):
+                run.claimable = False
+                renewed.add(run.run_id)
+        return renewed
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
         await self._enter("release")
@@ -372,9 +402,10 @@ class FakeStore:
         released = set()
         for lease in leases:
             run = self._holds(worker, lease)
-            if run is not None and run.status in _ACTIVE:
+            if run is not None and run.status in _ACTIVE and not self._is_locked(run.run_id):
                 run.claimed_by = None
                 run.claimable = True
+                run.available_since = next(self._clock)
                 released.add(run.run_id)
                 self.released.append(run.run_id)
         self._change()
@@ -384,7 +415,9 @@ class FakeStore:
         await self._enter("taken_over")
         taken = set()
         for lease in leases:
-            run = self.runs[lease.run_id]
+            run = self.runs.get(lease.run_id)
+            if run is None:
+                continue
             if run.token != lease.token or (run.status in _ACTIVE and run.claimed_by != worker):
                 taken.add(run.run_id)
         return taken
@@ -399,8 +432,11 @@ class FakeStore:
         )
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
+        """Held runs whose lease ran out; the fake's clock stands still, so each ran out just now."""
         await self._enter("count_overdue")
-        return 0
+        if grace_seconds > 0:
+            return 0
+        return sum(1 for run in self.runs.values() if run.claimed_by is not None and run.claimable)
 
 
 async def hold(store: FakeStore, ledger: Ledger, limit: int = 1000) -> list[ClaimedRun]:
