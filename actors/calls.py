@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -50,6 +50,8 @@ class Called:
     result: StepResult | None
     output_json: str = "null"
     """The result's output, encoded once: it is committed as is."""
+    output: Any = None
+    """``output_json`` decoded: what later steps get, in memory or read back after a takeover alike."""
     failure: str | None = None
     clean: bool = True
     """False when an attempt may have had an effect before it failed (a timeout, a transient error)."""
@@ -134,8 +136,9 @@ async def _within(
     raise TimeoutError
 
 
-def gave_up(what: str, attempts: int, error: Exception, timeout: float) -> str:
-    return bounded(f"{what}: gave up after {attempts} attempts: {_describe(error, timeout)}")
+def gave_up(what: str, attempts: int, error: Exception, timeout: float, lease: Lease) -> str:
+    """Why a step (or an undo) failed for good; its attempts count within the claim named (a takeover starts again)."""
+    return bounded(f"{what}: gave up after {attempts} attempts (claim {lease.token}): {_describe(error, timeout)}")
 
 
 class StepCaller:
@@ -188,9 +191,11 @@ class StepCaller:
         except Exception as error:
             if _retry_reason(error) == "error":
                 log.exception("step %s failed for run %s", self._step, work.lease.run_id)
-            reason = gave_up(self._step, spec.retry.attempts, error, spec.timeout_seconds)
+            reason = gave_up(self._step, spec.retry.attempts, error, spec.timeout_seconds, work.lease)
             return Called(None, failure=reason, clean=False)
-        return Called(result, output_json)
+        # Handed on as it was encoded, not as returned: a UUID becomes its text, a tuple a list, on
+        # this path as on a takeover's, which reads the committed text back.
+        return Called(result, output_json, orjson.loads(output_json))
 
     def _attempted(self, outcome: str, seconds: float, error: Exception | None) -> None:
         self._durations[outcome].observe(seconds)

@@ -101,7 +101,9 @@ class Compensator:
                 refused.append(message)
                 error = refusal
         if error is not None:
-            self._holding = refused
+            # The supervisor gives back what the actor holds: the refused runs, and the skipped ones,
+            # which would otherwise stay in the ledger, renewed and never compensated.
+            self._holding = [*refused, *again]
             raise error
         return again
 

@@ -137,7 +137,7 @@ class FailureRelay:
         except LeaseLost:
             raise
         except Exception as error:
-            reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds)
+            reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds, message.lease)
             log.warning("run %s stays compensating: %s", message.lease.run_id, reason)
             await self._defer(message.lease, reason)
             return False

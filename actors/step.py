@@ -293,8 +293,8 @@ class StepActor:
         if self.spec.step.is_last:
             self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
             return None
-        brief = result.output if self._normalizes else work.brief
-        return StepWork(lease, brief, {**work.outputs, self.step: result.output})
+        brief = called.output if self._normalizes else work.brief
+        return StepWork(lease, brief, {**work.outputs, self.step: called.output})
 
 
 def _merge(parts: Sequence[Committed]) -> Committed:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from sagad.content.delivery import Delivery
 from sagad.content.draft import generate_draft
 from sagad.content.normalize import normalize_brief
@@ -120,7 +122,7 @@ async def walk(pipeline: Pipeline, run_id: uuid.UUID, submitted: Any) -> Walk:
         except StepFailed as failure:
             return Walk(tuple(results), spec.step, f"{spec.step}: {failure}")
         results.append(result)
-        outputs[spec.step] = json.loads(json.dumps(result.output))  # as a resumed run reads it back
+        outputs[spec.step] = orjson.loads(orjson.dumps(result.output))  # as the daemon hands it on
         if spec.step is Step.NORMALIZE_BRIEF:
             brief = outputs[spec.step]
     return Walk(tuple(results), None, None)

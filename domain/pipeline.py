@@ -40,7 +40,9 @@ class StepContext:
     """When the call is cancelled unless it has returned (``anyio.current_time()`` clock); infinite for an
     instant step, which is never interrupted."""
     attempt: int = 1
-    """1 for the first call of this step for this run in this daemon, then 2, 3, ..."""
+    """1 for the first call of this step for this run in this claim, then 2, 3, ...; a run taken over by
+    another daemon (a new claim) starts again at 1, so a call may be made up to the retry policy's attempts
+    times per claim, and a run is claimed at most ``--max-attempts`` times."""
 
     def key(self, entity: str) -> uuid.UUID:
         """The key of ``entity`` (e.g. ``"asset/email/headline"``) in this run: the same on every retry."""

@@ -34,7 +34,7 @@ _ADVANCE = """
 
 _KEEP_OUTPUTS = """
     INSERT INTO step_outputs (run_id, step, output)
-    SELECT h.id, $5, h.output::jsonb FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    SELECT h.id, $5, h.output::json FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
     ON CONFLICT DO NOTHING
 """
 _FENCE_PARAMS = 8

@@ -14,7 +14,7 @@ from sagad.domain.pipeline import RetryPolicy, StepContext, StepResult
 from sagad.domain.runs import RunStatus
 from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError, StepFailed, TransientDatabaseError, TransientStepError
-from tests.unit.fakes import Scene, echo, receive, spec_of
+from tests.unit.fakes import Scene, echo, hold, outputs_before, receive, spec_of, work_of
 
 pytestmark = pytest.mark.anyio
 
@@ -248,6 +248,25 @@ async def test_a_step_failure_goes_to_the_relay_with_its_reason_and_is_not_retri
     assert scene.sample("sagad_step_retries_total", step=SECOND.value, reason="transient") == 0
 
 
+async def test_a_run_taken_over_starts_its_attempts_again_and_its_reason_names_the_claim(scene: Scene) -> None:
+    attempts: list[int] = []
+
+    async def busy(ctx: StepContext) -> StepResult:
+        attempts.append(ctx.attempt)
+        raise TransientStepError("the service answered 503")
+
+    actor = scene.actor(spec_of(SECOND, busy, retry=RetryPolicy(2, 0.001, 0.001, 0.0)))
+    run_id = scene.store.submit({}, status=RunStatus.RUNNING, at=SECOND, outputs=outputs_before(SECOND, {}))
+    scene.store.take_over(run_id)  # a first daemon held it, then lost it
+    scene.store.runs[run_id].claimable = True
+    [work] = [work_of(run) for run in await hold(scene.store, scene.ledger)]
+    async with scene.running(actor, pending=[work]) as lanes:
+        [failure] = await receive(lanes.failures, 1)
+
+    assert attempts == [1, 2]
+    assert failure.reason == "generate_strategy: gave up after 2 attempts (claim 2): the service answered 503"
+
+
 async def test_a_transient_error_is_retried_per_the_policy_then_fails_the_run(scene: Scene) -> None:
     attempts: list[int] = []
 
@@ -261,7 +280,7 @@ async def test_a_transient_error_is_retried_per_the_policy_then_fails_the_run(sc
         [failure] = await receive(lanes.failures, 1)
 
     assert attempts == [1, 2, 3, 4]
-    assert failure.reason == "generate_strategy: gave up after 4 attempts: the service answered 503"
+    assert failure.reason == "generate_strategy: gave up after 4 attempts (claim 1): the service answered 503"
     assert failure.undo_failed_step  # an attempt may have had an effect
     assert scene.sample("sagad_step_retries_total", step=SECOND.value, reason="transient") == 3
 
@@ -297,7 +316,7 @@ async def test_a_step_past_its_timeout_is_retried_then_fails_the_run(scene: Scen
     async with scene.running(actor, pending=[work]) as lanes:
         [failure] = await receive(lanes.failures, 1)
     assert attempts == 2
-    assert failure.reason == "generate_strategy: gave up after 2 attempts: timed out after 0.005 s"
+    assert failure.reason == "generate_strategy: gave up after 2 attempts (claim 1): timed out after 0.005 s"
     assert failure.undo_failed_step
     assert scene.sample("sagad_step_retries_total", step=SECOND.value, reason="timeout") == 1
 
@@ -319,7 +338,9 @@ async def test_a_step_result_the_step_may_not_give_fails_the_run(scene: Scene, r
     [work] = await scene.runs_at(SECOND, [{}])
     async with scene.running(actor, pending=[work]) as lanes:
         [failure] = await receive(lanes.failures, 1)
-    assert failure.reason.startswith("generate_strategy: gave up after 3 attempts: TypeError: step generate_strategy")
+    assert failure.reason.startswith(
+        "generate_strategy: gave up after 3 attempts (claim 1): TypeError: step generate_strategy"
+    )
     assert reason in failure.reason
     assert scene.store.runs[work.lease.run_id].rows == {}
 
