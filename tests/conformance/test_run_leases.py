@@ -94,6 +94,8 @@ async def test_a_run_taken_over_comes_back_at_its_next_step_with_exactly_the_out
     assert (again.status, again.next_step) == (RunStatus.RUNNING, Step.GENERATE_DRAFT)
     assert dict(again.outputs) == outputs
     assert set(outputs) == {Step.NORMALIZE_BRIEF, Step.GENERATE_STRATEGY}
+    # As the committed text decodes, keys in the order the step wrote them.
+    assert [json.dumps(again.outputs[step]) for step in outputs] == [json.dumps(out) for out in outputs.values()]
     assert json.loads(again.brief) == held.brief
 
 
