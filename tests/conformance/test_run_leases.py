@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sagad.domain.runs import RunStatus, WorkerId
+from sagad.domain.runs import RunStatus, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from tests.conformance.harness import Harness
 from tests.conformance.scenes import LEASE_SECONDS, advance, claimed, complete, fail_at, submit, tables_through
@@ -209,6 +209,7 @@ async def test_a_release_passes_over_a_run_whose_row_another_transaction_holds(h
 
 
 async def test_the_status_sample_counts_every_run_by_status(h: Harness) -> None:
+    assert await h.leases.sample_statuses() == StatusSample(in_flight={}, finished={}, total=0)
     running, compensating, completed, compensated = await claimed(h, 4)
     await submit(h, 2)
     await fail_at(h, compensating, Step.GENERATE_DRAFT)
@@ -241,3 +242,20 @@ async def test_another_worker_name_is_another_holder(h: Harness) -> None:
     assert await h.leases.release(stranger, [held.lease]) == set()
     assert await h.leases.taken_over(stranger, [held.lease]) == {held.run_id}
     assert await h.leases.unanswered_claims(stranger, []) == []
+
+
+async def test_a_compensating_run_is_renewed_given_back_and_found_unanswered_as_a_running_one_is(h: Harness) -> None:
+    [held] = await claimed(h, 1)
+    await fail_at(h, held, Step.GENERATE_DRAFT, reason="draft refused")
+
+    assert await h.leases.renew(ME, [held.lease], LEASE_SECONDS) == {held.run_id}
+    [unanswered] = await h.leases.unanswered_claims(ME, [])
+    assert (unanswered.status, unanswered.failed_step, unanswered.last_error) == (
+        RunStatus.COMPENSATING,
+        Step.GENERATE_DRAFT,
+        "draft refused",
+    )
+    assert await h.leases.release(ME, [held.lease]) == {held.run_id}
+    assert await h.leases.unanswered_claims(ME, []) == []
+    [again] = await h.leases.claim(PEER, 10, LEASE_SECONDS)
+    assert (again.status, again.attempts, again.lease.token) == (RunStatus.COMPENSATING, 2, held.lease.token + 1)

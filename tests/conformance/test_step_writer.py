@@ -137,3 +137,14 @@ async def test_a_failure_for_a_locked_run_is_skipped_too(h: Harness) -> None:
         committed = await h.writer.commit_step(Step.NORMALIZE_BRIEF, [StepWrite(held.lease, failure="poison")])
     assert (committed.owned, committed.skipped) == ({}, frozenset({held.run_id}))
     assert (await h.view(held.run_id)).status is RunStatus.RUNNING
+
+
+async def test_an_expired_lease_nobody_claimed_since_still_commits(h: Harness) -> None:
+    # The fence is the worker and the token, never the clock: until another claim, the run is still ours.
+    done, failed = await claimed(h, 2)
+    await h.expire([done.run_id, failed.run_id])
+    committed = await h.writer.commit_step(
+        Step.NORMALIZE_BRIEF, [await done.write(Step.NORMALIZE_BRIEF), StepWrite(failed.lease, failure="late")]
+    )
+    assert set(committed.owned) == {done.run_id, failed.run_id}
+    assert (await h.view(failed.run_id)).status is RunStatus.COMPENSATING

@@ -108,7 +108,6 @@ class FakeStore:
         self.compensations: list[list[RunId]] = []
         """Every compensate call (those that raised too), with its runs."""
         self.released: list[RunId] = []
-        self.deferred: dict[RunId, str] = {}
         self.ended = 0
         """Runs that reached a terminal state."""
         self._faults: list[_Fault] = []
@@ -205,6 +204,11 @@ class FakeStore:
 
     def lease(self, run_id: RunId) -> Lease:
         return Lease(run_id, LeaseToken(self.runs[run_id].token))
+
+    @property
+    def deferred(self) -> dict[RunId, str]:
+        """Compensating runs given back with the reason they are held up."""
+        return {run.run_id: run.compensation_error for run in self.runs.values() if run.compensation_error}
 
     def by_status(self, status: RunStatus) -> set[RunId]:
         return {run.run_id for run in self.runs.values() if run.status is status}
@@ -335,8 +339,7 @@ class FakeStore:
             if run is not None and run.status is RunStatus.COMPENSATING:
                 run.compensation_error = reason
                 run.claimed_by = None
-                run.claimable = False  # not before retry_seconds: a test makes it claimable by hand
-                self.deferred[run.run_id] = reason
+                run.claimable = False  # not before retry_seconds: a test lets them pass with ``expire``
                 deferred.add(run.run_id)
         self._change()
         return deferred
