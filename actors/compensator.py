@@ -10,10 +10,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from sagad.actors.batching import take_available, take_waiting
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
 from sagad.actors.ports import Compensations
-from sagad.actors.retry import retrying
 from sagad.domain.rows import Committed
 from sagad.domain.runs import Lease, RunStatus
 from sagad.errors import PermanentDatabaseError
@@ -77,7 +77,7 @@ class Compensator:
 
         started = time.perf_counter()
         try:
-            async for attempt in retrying(on_retry):
+            async for attempt in retry_database_errors(on_retry):
                 with attempt:
                     committed = await self._store.compensate([m.lease for m in batch], tables)
         except PermanentDatabaseError:

@@ -17,12 +17,12 @@ import random
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy
 from sagad.actors.batching import send_all, take_waiting
-from sagad.actors.calls import LeaseLost, gave_up, retried
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
 from sagad.actors.ports import CompensationDeferrals
-from sagad.actors.retry import retrying
 from sagad.actors.timeouts import Timeouts
 from sagad.domain.pipeline import StepSpec, UndoContext
 from sagad.domain.runs import Lease, RunId
@@ -125,7 +125,7 @@ class FailureRelay:
             self._metrics.undos.labels(step, outcome).inc()
 
         try:
-            await retried(
+            await retry_per_policy(
                 spec.retry,
                 self._timeouts,
                 attempt,
@@ -146,7 +146,7 @@ class FailureRelay:
     async def _defer(self, lease: Lease, reason: str) -> None:
         """Give the run back, compensating, with why; whoever claims it next tries the undos again."""
         try:
-            async for attempt in retrying():
+            async for attempt in retry_database_errors():
                 with attempt:
                     await self._store.defer_compensations([(lease, reason)], self._retry_seconds)
         except DatabaseError as error:

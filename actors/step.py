@@ -16,13 +16,14 @@ from collections.abc import Sequence
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.attempts import truncated
 from sagad.actors.batching import send_all, take_waiting
-from sagad.actors.calls import LOST, Called, StepCaller, bounded
+from sagad.actors.calls import LOST, Called, StepCaller
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, StepWriter
 from sagad.actors.relay import FailureRelay
-from sagad.actors.retry import retrying
 from sagad.actors.workers import Workers
 from sagad.domain.pipeline import StepSpec
 from sagad.domain.rows import Committed, StepWrite
@@ -258,7 +259,7 @@ class StepActor:
             self._metrics.step_duration.labels(step, "retried").observe(time.perf_counter() - started)
 
         try:
-            async for attempt in retrying(on_retry):
+            async for attempt in retry_database_errors(on_retry):
                 with attempt:
                     committed = await self._store.commit_step(self.step, writes)
         except PermanentDatabaseError as error:
@@ -269,7 +270,7 @@ class StepActor:
             log.error("step %s refused run %s: %s", step, writes[0].lease.run_id, error)  # noqa: TRY400
             if writes[0].failure is not None:
                 raise  # not even the failure could be recorded: the supervisor frees the run
-            return await self._commit([StepWrite(writes[0].lease, failure=bounded(f"{step}: {error}"))])
+            return await self._commit([StepWrite(writes[0].lease, failure=truncated(f"{step}: {error}"))])
         elapsed = time.perf_counter() - started
         self._commit_runs.observe(len(writes))
         for write in writes:

@@ -68,6 +68,10 @@ class UndoContext:
     """Why the run is compensated."""
     deadline: float
 
+    def key(self, entity: str) -> uuid.UUID:
+        """The key the step's call gave ``entity`` in this run (``StepContext.key``): to find what it made."""
+        return row_key(self.run_id, entity)
+
 
 StepCall = Callable[[StepContext], Awaitable[StepResult]]
 Undo = Callable[[UndoContext], Awaitable[None]]
