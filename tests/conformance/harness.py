@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,8 +59,8 @@ class Harness(Protocol):
     async def expire(self, run_ids: Sequence[RunId]) -> None:
         """Time passes for these runs: a lease or a deferral they wait out runs out now."""
 
-    def held_elsewhere(self, run_ids: Sequence[RunId]) -> Any:
-        """An async context in which another transaction holds these runs' rows."""
+    def held_elsewhere(self, run_ids: Sequence[RunId]) -> AbstractAsyncContextManager[None]:
+        """A block during which another transaction holds these runs' rows."""
 
     async def view(self, run_id: RunId) -> RunView:
         """The run as the store holds it now."""

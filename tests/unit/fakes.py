@@ -264,18 +264,17 @@ class FakeStore:
         for write in writes:
             run = self.runs.get(write.lease.run_id)
             if run is None or run.token != write.lease.token:
-                continue
-            if run.status is RunStatus.COMPLETED and step.is_last:
-                owned[run.run_id] = self._age(run)  # an earlier attempt of this commit went through
-            elif run.claimed_by != self.worker:
-                continue
-            elif run.status is RunStatus.RUNNING and run.next_step is step:
+                continue  # claimed again since: lost
+            ours = run.claimed_by == self.worker
+            if ours and run.status is RunStatus.RUNNING and run.next_step is step:
                 if self._is_locked(run.run_id):
                     skipped.add(run.run_id)
-                    continue
-                self._advance(run, step, write)
-                owned[run.run_id] = self._age(run)
-            elif run.next_step > step or (run.status is RunStatus.COMPENSATING and run.failed_step is step):
+                else:
+                    self._advance(run, step, write)
+                    owned[run.run_id] = self._age(run)
+            elif (
+                ours and (run.next_step > step or (run.status is RunStatus.COMPENSATING and run.failed_step is step))
+            ) or (run.status is RunStatus.COMPLETED and step.is_last):
                 owned[run.run_id] = self._age(run)  # an earlier attempt of this commit went through
         self._change()
         return Committed(owned=owned, skipped=frozenset(skipped))
@@ -334,7 +333,7 @@ class FakeStore:
         await self._enter("defer_compensations")
         self._raise_if_told("defer_compensations", (lease.run_id for lease, _ in errors))
         deferred = set()
-        for lease, reason in errors:
+        for lease, reason in errors:  # a row held elsewhere is waited for, as the store does: no skipping here
             run = self._holds(self.worker, lease)
             if run is not None and run.status is RunStatus.COMPENSATING:
                 run.compensation_error = reason
