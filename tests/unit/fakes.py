@@ -177,8 +177,7 @@ class FakeStore:
             await checkpoint()
 
     def lock(self, run_id: RunId, times: int | None = 1) -> None:
-        """Another transaction holds the run's row for the next ``times`` statements that lock it (None: until
-        ``unlock``): they pass over it."""
+        """Another transaction holds the run's row for the next ``times`` statements locking it (None: until unlock)."""
         self._locked[run_id] = times
 
     def unlock(self, run_id: RunId) -> None:
@@ -396,6 +395,7 @@ class FakeStore:
             if run is not None and run.status in _ACTIVE and not self._is_locked(run.run_id):
                 run.claimable = False
                 renewed.add(run.run_id)
+        self._change()
         return renewed
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
