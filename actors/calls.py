@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -17,13 +16,11 @@ from sagad.actors.ledger import Ledger
 from sagad.actors.messages import StepWork
 from sagad.actors.timeouts import Timeouts
 from sagad.domain.pipeline import StepContext, StepResult, StepSpec
-from sagad.domain.steps import Step
 from sagad.errors import StepFailed
 from sagad.metrics import RETRY_REASONS, Metrics
 
 log = logging.getLogger(__name__)
 
-_FIRST_STEP = Step.NORMALIZE_BRIEF  # naming an Enum member is a descriptor lookup: once, here
 _AVERAGE_WEIGHT = 0.02  # of the newest attempt: the average follows a service's pace over some 50 calls
 
 
@@ -62,12 +59,10 @@ class StepCaller:
 
     async def call(self, work: StepWork) -> Called:
         """Call the step for ``work``'s run until it succeeds, fails for good, or the lease is lost."""
-        brief = work.brief
-        if _FIRST_STEP not in work.outputs and isinstance(brief, str):
-            try:  # the brief as stored: a run whose brief Python cannot read fails alone
-                brief = json.loads(brief)
-            except (ValueError, RecursionError) as error:
-                return Called(None, failure=truncated(f"{self._step}: invalid brief: it cannot be read: {error}"))
+        try:  # a run whose brief Python cannot read fails alone
+            brief = work.brief
+        except (ValueError, RecursionError) as error:
+            return Called(None, failure=truncated(f"{self._step}: invalid brief: it cannot be read: {error}"))
         spec = self._spec
 
         async def attempt(n: int) -> tuple[StepResult, str]:

@@ -141,14 +141,13 @@ class Claimer:
         undone: dict[int, list[Compensation]] = defaultdict(list)
         for run in claimed:
             # The table's check constraints make every claimable state routable.
-            brief = run.outputs.get(Step.NORMALIZE_BRIEF, run.brief)
             if run.status is RunStatus.COMPENSATING:
                 failed_step = run.failed_step or run.next_step  # the table's CHECK makes failed_step present
                 reason = run.last_error or "unknown"
-                message = Compensation(run.lease, failed_step, reason, brief, run.outputs)
+                message = Compensation(run.lease, failed_step, reason, run.brief, run.outputs)
                 undone[failed_step.index].append(message)
             else:
-                work[run.next_step.index].append(StepWork(run.lease, brief, run.outputs))
+                work[run.next_step.index].append(StepWork(run.lease, run.brief, run.outputs))
         for index, items in work.items():
             await send_all(steps[index], items)
         for index, messages in undone.items():

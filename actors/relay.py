@@ -10,7 +10,6 @@ reason; any daemon tries it again later, and nothing of the run is deleted until
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 
@@ -109,12 +108,10 @@ class FailureRelay:
         if undo is None:
             return True
         step = spec.step.value
-        brief = message.brief
-        if isinstance(brief, str):
-            try:
-                brief = json.loads(brief)
-            except (ValueError, RecursionError):
-                brief = None
+        try:
+            brief = message.brief
+        except (ValueError, RecursionError):
+            brief = None  # the first step failed on it: the undo gets the run and the reason
 
         async def attempt(_: int) -> None:
             deadline = anyio.current_time() + spec.timeout_seconds

@@ -28,7 +28,6 @@ from sagad.actors.workers import Workers
 from sagad.domain.pipeline import StepSpec
 from sagad.domain.rows import Committed, StepWrite
 from sagad.domain.runs import Lease, RunId, RunStatus
-from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError
 from sagad.metrics import Metrics
 
@@ -73,8 +72,6 @@ class StepActor:
         self._faults = faults
         self._batch_limit = batch_limit
         self._caller = StepCaller(spec, ledger, metrics)
-        self._normalizes = spec.step is Step.NORMALIZE_BRIEF
-        """Its output is the normalized brief, which later steps get as their brief."""
         self._in_flight = metrics.calls_in_flight.labels(spec.step.value)
         self._commit_durations = {o: metrics.step_duration.labels(spec.step.value, o) for o in ("ok", "failed")}
         self._commit_runs = metrics.commit_batch.labels(spec.step.value)
@@ -290,12 +287,11 @@ class StepActor:
             reason = write.failure or "failed"
             # A call that succeeded may have had effects even if its commit was refused.
             clean = called.clean and result is None
-            return Compensation(lease, self.step, reason, work.brief, work.outputs, undo_failed_step=not clean)
+            return Compensation(lease, self.step, reason, work.submitted, work.outputs, undo_failed_step=not clean)
         if self.spec.step.is_last:
             self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
             return None
-        brief = called.output if self._normalizes else work.brief
-        return StepWork(lease, brief, {**work.outputs, self.step: called.output})
+        return work.after(self.step, called.output)
 
 
 def _merge(parts: Sequence[Committed]) -> Committed:

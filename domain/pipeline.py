@@ -13,6 +13,7 @@ cancel scope: it is cancelled when its timeout passes or when the run's lease is
 from __future__ import annotations
 
 import inspect
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -72,6 +73,22 @@ class UndoContext:
         """The key the step's call gave ``entity`` in this run (``StepContext.key``): to find what it made."""
         return row_key(self.run_id, entity)
 
+
+def brief_after(submitted: JSON, outputs: Mapping[Step, JSON]) -> JSON:
+    """The brief a step gets, given the outputs of the steps a run has passed.
+
+    Once the first step has run, its output (the normalized brief); before, the brief as submitted,
+    decoded when it is the JSON text the database keeps. Raises ValueError (or RecursionError) for
+    text Python cannot read: the first step's call then fails its run alone.
+    """
+    normalized = outputs.get(_FIRST_STEP, _NOT_YET)
+    if normalized is not _NOT_YET:
+        return normalized
+    return json.loads(submitted) if isinstance(submitted, str) else submitted
+
+
+_FIRST_STEP = Step.NORMALIZE_BRIEF
+_NOT_YET = object()
 
 StepCall = Callable[[StepContext], Awaitable[StepResult]]
 Undo = Callable[[UndoContext], Awaitable[None]]
