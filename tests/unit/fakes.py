@@ -451,7 +451,7 @@ async def hold(store: FakeStore, ledger: Ledger, limit: int = 1000) -> list[Clai
 
 def work_of(run: ClaimedRun) -> StepWork:
     """The forward message the claimer makes of a running run."""
-    return StepWork(run.lease, run.outputs.get(Step.NORMALIZE_BRIEF, run.brief), run.outputs)
+    return StepWork(run.lease, run.brief, run.outputs)
 
 
 class FakeWakeup:
