@@ -25,11 +25,12 @@ import anyio
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.commit_policy import LINGER_CAP_SECONDS, LINGER_SHARE
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, NoFaults
 from sagad.actors.relay import FailureRelay
-from sagad.actors.step import LINGER_CAP_SECONDS, LINGER_SHARE, StepActor
+from sagad.actors.step import StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
 from sagad.domain.rows import Committed, Row, StepWrite
 from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, StatusSample, WorkerId
@@ -596,6 +597,7 @@ class Scene:
         faults: FaultPoints | None = None,
         linger_share: float = LINGER_SHARE,
         linger_cap_seconds: float = LINGER_CAP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> StepActor:
         return StepActor(
             spec=spec,
@@ -607,6 +609,7 @@ class Scene:
             relay=self.relay(spec),
             linger_share=linger_share,
             linger_cap_seconds=linger_cap_seconds,
+            clock=clock,
         )
 
     @asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import anyio
@@ -85,36 +84,16 @@ async def test_the_runs_of_a_slow_step_linger_for_company_until_the_batch_is_ful
         await released[ctx.brief["n"]].wait()
         return StepResult(output=1)
 
-    # A linger of a hundred calls' time, far past the test's deadline unless a full batch ends it.
-    actor = scene.actor(spec_of(SECOND, waiting), batch_limit=3, linger_share=100.0, linger_cap_seconds=60.0)
+    # The actor's clock stands still: a linger never passes, and only a full batch ends it.
+    actor = scene.actor(spec_of(SECOND, waiting), batch_limit=3, linger_share=1.0, clock=lambda: 1000.0)
     works = await scene.runs_at(SECOND, [{"n": n} for n in range(3)])
     async with scene.running(actor, pending=works) as lanes:
-        await anyio.sleep(0.05)  # a call's time, which the linger is a share of
         for event in released:
             event.set()
             await anyio.wait_all_tasks_blocked()  # that run finished; a committer that did not linger commits it
         await receive(lanes.forward, 3)
 
     assert scene.store.step_commits == [(SECOND, [work.lease.run_id for work in works])]
-
-
-async def test_a_run_that_finished_alone_is_committed_once_its_linger_has_passed(scene: Scene) -> None:
-    returned = 0.0
-
-    async def slow(ctx: StepContext) -> StepResult:
-        nonlocal returned
-        await anyio.sleep(0.1)
-        returned = time.monotonic()
-        return StepResult(output=1)
-
-    actor = scene.actor(spec_of(SECOND, slow), linger_share=1.0, linger_cap_seconds=0.2)  # lingers one call's time
-    works = await scene.runs_at(SECOND, [{"n": 1}])
-    async with scene.running(actor, pending=works) as lanes:
-        await receive(lanes.forward, 1)
-    handed_on = time.monotonic()
-
-    assert scene.store.step_commits == [(SECOND, [works[0].lease.run_id])]
-    assert handed_on - returned >= 0.1
 
 
 async def test_a_step_that_never_waits_does_not_linger(scene: Scene) -> None:
