@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
-from sagad.domain.runs import RunStatus, StatusSample, WorkerId
+from sagad.domain.runs import Lease, RunId, RunStatus, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from tests.conformance.harness import Harness
 from tests.conformance.scenes import LEASE_SECONDS, advance, claimed, complete, fail_at, submit, tables_through
@@ -259,3 +260,11 @@ async def test_a_compensating_run_is_renewed_given_back_and_found_unanswered_as_
     assert await h.leases.unanswered_claims(ME, []) == []
     [again] = await h.leases.claim(PEER, 10, LEASE_SECONDS)
     assert (again.status, again.attempts, again.lease.token) == (RunStatus.COMPENSATING, 2, held.lease.token + 1)
+
+
+async def test_leases_of_runs_the_store_never_had_are_neither_renewed_given_back_nor_taken_over(h: Harness) -> None:
+    [held] = await claimed(h, 1)
+    unknown = Lease(RunId(uuid.UUID(int=2**100)), held.lease.token)
+    assert await h.leases.renew(ME, [unknown], LEASE_SECONDS) == set()
+    assert await h.leases.release(ME, [unknown]) == set()
+    assert await h.leases.taken_over(ME, [unknown, held.lease]) == set()
