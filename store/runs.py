@@ -94,19 +94,20 @@ _UNANSWERED = """
 # Skip what is locked: a row held by a stuck statement (ours or anyone's) must not hold up the renewal
 # of every other lease; a skipped run simply is not renewed this tick.
 # A run whose cancel was asked for is not renewed but given back as compensating (no longer ours:
-# every write of this daemon for it is fenced off) and the claimers woken; the renewer drops it,
-# which cancels its call in flight, and the next claim (any daemon's) sends it backward.
+# every write of this daemon for it is fenced off); the renewer drops it, which cancels its call in
+# flight, and the next claim (any daemon's) sends it backward. Not before a grace of a tenth of the
+# lease (at most a second): no other daemon may run the undos while that call is still unwinding.
 _RENEW = f"""
     WITH {locked_leases("r.status IN ('running', 'compensating')", skip_locked=True)}
     UPDATE workflow_runs r SET
-        available_at = CASE WHEN {_CANCELLED} THEN now() ELSE now() + make_interval(secs => $4) END,
+        available_at = now() + make_interval(secs => CASE WHEN {_CANCELLED} THEN least($4 / 10, 1.0) ELSE $4 END),
         status = CASE WHEN {_CANCELLED} THEN 'compensating' ELSE r.status END,
         failed_step = CASE WHEN {_CANCELLED} THEN {STEP_AT_NEXT} ELSE r.failed_step END,
         failed_at = CASE WHEN {_CANCELLED} THEN now() ELSE r.failed_at END,
         last_error = CASE WHEN {_CANCELLED} THEN '{CANCEL_PREFIX}' || r.cancel_reason ELSE r.last_error END,
         claimed_by = CASE WHEN {_CANCELLED} THEN NULL ELSE r.claimed_by END
     FROM locked l WHERE r.id = l.id
-    RETURNING r.id, CASE WHEN r.claimed_by IS NULL THEN pg_notify($5, '')::text = '' ELSE false END AS cancelled
+    RETURNING r.id, r.claimed_by IS NULL AS cancelled
 """
 
 # Skip what is locked: one stuck row must not keep a stopping daemon from giving back the rest.
@@ -262,7 +263,7 @@ class RunStore:
         if not leases:
             return Renewal(frozenset(), frozenset())
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds, SUBMITTED_CHANNEL, operation=RENEWAL)
+        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds, operation=RENEWAL)
         renewed = frozenset(RunId(row["id"]) for row in rows if not row["cancelled"])
         return Renewal(renewed, frozenset(RunId(row["id"]) for row in rows if row["cancelled"]))
 
