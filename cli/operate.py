@@ -185,7 +185,7 @@ def history_lines(events: list[HistoryEvent]) -> str:
         if event.step:
             parts.append(event.step)
         if event.worker:
-            parts.append(f"on {event.worker}")
+            parts.append(f"by {event.worker}" if event.event == "cancel requested" else f"on {event.worker}")
         if event.token is not None and event.event in ("claimed", "committed"):
             parts.append(f"(lease {event.token}, attempt {event.attempt})")
         line = "  " + " ".join(parts)
