@@ -227,3 +227,46 @@ async def test_history_records_retries_and_is_pruned_by_run_age(database_url: st
         )
         assert await client.prune_history(timedelta(hours=1)) == 1
         assert len(await client.history(retried.new_run)) == 1
+
+
+async def test_a_retry_chain_links_each_run_to_the_next_and_never_doubles(database_url: str, db: Database) -> None:
+    async with Client(database_url) as client:
+        first = await client.submit(BRIEF)
+        chain = [first]
+        for _ in range(3):
+            await finish(db, chain[-1], "compensated")
+            [result] = await client.retry([chain[-1]])
+            assert result.new_run is not None
+            chain.append(result.new_run)
+        # Retrying any run of the chain again gives the run that already retries it.
+        again = await client.retry(chain[:-1])
+        assert [r.new_run for r in again] == chain[1:]
+        runs = [await client.get(run_id) for run_id in chain]
+        assert [r.retry_of for r in runs] == [None, *chain[:-1]]
+        assert [r.retried_by for r in runs] == [*chain[1:], None]
+        assert await client.count() == len(chain)
+
+
+async def test_paging_while_runs_are_added_never_skips_or_repeats_a_run(database_url: str) -> None:
+    async with Client(database_url) as client, Client(database_url) as submitter:
+        before = set(await submitter.submit_many([BRIEF] * 200))
+        seen: list[object] = []
+        adding = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def keep_adding() -> None:
+                adding.set()
+                for _ in range(20):
+                    await submitter.submit_many([BRIEF] * 10)
+
+            tg.start_soon(keep_adding)
+            await adding.wait()
+            cursor: str | None = None
+            while True:
+                page = await client.list(limit=7, cursor=cursor)
+                seen += [run.run_id for run in page.runs]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        assert len(seen) == len(set(seen))  # no run twice
+        assert before <= set(seen)  # none of the runs there when paging began skipped
