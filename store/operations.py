@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from sagad.domain.operations import (
 from sagad.domain.runs import RunId, RunStatus, new_run_id
 from sagad.domain.steps import Step
 from sagad.store.db import Database
-from sagad.store.runs import STEP_AT_NEXT, SUBMITTED_CHANNEL
+from sagad.store.runs import STEP_NAMES_BOUND, SUBMITTED_CHANNEL
 
 FINISHED_CHANNEL = "sagad_finished"
 """Where migration 0003's trigger announces each run that reaches a terminal state (payload: its id)."""
@@ -41,7 +42,7 @@ _SHOW = f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE r.id = $1"
 # Locks each run (waiting for a step commit under way on it: the answer must be definite), then:
 # pending, never claimed -> compensated here, at once (it wrote nothing); running -> marked, and its
 # holder's next renewal (or the next claim, if its holder is gone) sends it backward.
-_CANCEL = f"""
+_CANCEL = """
     WITH target AS (
         SELECT r.id, r.status, r.cancel_requested_at IS NOT NULL AS marked
         FROM workflow_runs r WHERE r.id = ANY($1::uuid[])
@@ -56,7 +57,7 @@ _CANCEL = f"""
             failed_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.failed_at END,
             last_error = CASE WHEN t.status = 'pending' THEN $4 || $2 ELSE r.last_error END,
             -- Where it stopped: a compensated run always names a step (the audit holds it to that).
-            failed_step = CASE WHEN t.status = 'pending' THEN {STEP_AT_NEXT} ELSE r.failed_step END,
+            failed_step = CASE WHEN t.status = 'pending' THEN ($5::text[])[r.next_step + 1] ELSE r.failed_step END,
             cancel_requested_at = now(), cancel_reason = $2, cancelled_by = $3, updated_at = now()
         FROM target t
         WHERE r.id = t.id AND t.status IN ('pending', 'running') AND NOT t.marked
@@ -126,12 +127,21 @@ def id_floor(moment: datetime) -> uuid.UUID:
     return uuid.UUID(int=(millis & ((1 << 48) - 1)) << 80)
 
 
-def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: bool = False) -> tuple[str, list[Any]]:
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list (or count) statement and its bound arguments, in the order of their numbers."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: bool = False) -> ListQuery:
     """The statement listing (or counting) the runs ``where`` matches, newest first, and its arguments.
 
     Run ids grow with time (UUIDv7), so newest first is the primary key read backwards, a time
     window an id range on it, and the cursor (the last id of the page before) a bound on it: runs
-    added while an operator pages come before the first page, never between pages.
+    added while an operator pages come before the first page, never between pages. Every value is
+    bound: ``p`` and ``q`` below are placeholders (``$n::type``), never values.
     """
     args: list[Any] = []
 
@@ -141,29 +151,34 @@ def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: boo
 
     conditions: list[str] = []
     if where.statuses:
-        conditions.append(f"r.status = ANY({arg(sorted(s.value for s in where.statuses), 'text[]')})")
+        p = arg(sorted(s.value for s in where.statuses), "text[]")
+        conditions.append(f"r.status = ANY({p})")
     if where.step is not None:
-        index, name = arg(where.step.index, "smallint"), arg(where.step.value, "text")
-        conditions.append(f"((r.status IN ('pending', 'running') AND r.next_step = {index}) OR r.failed_step = {name})")
+        p, q = arg(where.step.index, "smallint"), arg(where.step.value, "text")
+        conditions.append(f"((r.status IN ('pending', 'running') AND r.next_step = {p}) OR r.failed_step = {q})")
     if where.since is not None:
-        conditions.append(f"r.id >= {arg(id_floor(where.since), 'uuid')}")
-        conditions.append(f"r.submitted_at >= {arg(where.since, 'timestamptz')}")
+        p, q = arg(id_floor(where.since), "uuid"), arg(where.since, "timestamptz")
+        conditions.append(f"r.id >= {p} AND r.submitted_at >= {q}")
     if where.until is not None:
-        conditions.append(f"r.id < {arg(id_floor(where.until), 'uuid')}")
-        conditions.append(f"r.submitted_at < {arg(where.until, 'timestamptz')}")
+        p, q = arg(id_floor(where.until), "uuid"), arg(where.until, "timestamptz")
+        conditions.append(f"r.id < {p} AND r.submitted_at < {q}")
     if where.error_contains is not None:
-        conditions.append(f"strpos(lower(r.last_error), lower({arg(where.error_contains, 'text')})) > 0")
+        p = arg(where.error_contains, "text")
+        conditions.append(f"strpos(lower(r.last_error), lower({p})) > 0")
     if where.waiting_on_undo:
         conditions.append("r.status = 'compensating' AND r.compensation_error IS NOT NULL")
     if where.cancelled:
         conditions.append("r.cancel_requested_at IS NOT NULL")
     if cursor is not None:
-        conditions.append(f"r.id < {arg(cursor, 'uuid')}")
+        p = arg(cursor, "uuid")
+        conditions.append(f"r.id < {p}")
     condition = " AND ".join(conditions) or "true"
     if count:
-        return f"SELECT count(*) AS n FROM workflow_runs r WHERE {condition}", args
-    limited = arg(limit, "int")
-    return f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE {condition} ORDER BY r.id DESC LIMIT {limited}", args
+        return ListQuery(f"SELECT count(*) AS n FROM workflow_runs r WHERE {condition}", tuple(args))
+    p = arg(limit, "int")
+    return ListQuery(
+        f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE {condition} ORDER BY r.id DESC LIMIT {p}", tuple(args)
+    )
 
 
 def _run(row: asyncpg.Record) -> Run:
@@ -222,12 +237,12 @@ class OperationsStore:
         return _run(rows[0]) if rows else None
 
     async def list_runs(self, where: RunFilter, *, cursor: RunId | None, limit: int) -> list[Run]:
-        query, args = list_query(where, cursor=cursor, limit=limit)
-        return [_run(row) for row in await self._db.fetch(query, *args)]
+        built = list_query(where, cursor=cursor, limit=limit)
+        return [_run(row) for row in await self._db.fetch(built.sql, *built.args)]
 
     async def count(self, where: RunFilter) -> int:
-        query, args = list_query(where, cursor=None, limit=0, count=True)
-        rows = await self._db.fetch(query, *args)
+        built = list_query(where, cursor=None, limit=0, count=True)
+        rows = await self._db.fetch(built.sql, *built.args)
         return int(rows[0]["n"])
 
     async def missing(self, run_ids: Sequence[RunId]) -> list[RunId]:
@@ -237,7 +252,7 @@ class OperationsStore:
 
     async def cancel(self, run_ids: Sequence[RunId], reason: str, by: str) -> list[CancelResult]:
         """Cancel these runs in one transaction; runs that do not exist are left out of the answer."""
-        rows = await self._db.fetch(_CANCEL, list(run_ids), reason, by, CANCEL_PREFIX)
+        rows = await self._db.fetch(_CANCEL, list(run_ids), reason, by, CANCEL_PREFIX, STEP_NAMES_BOUND)
         return [CancelResult(RunId(row["id"]), _cancel_outcome(row)) for row in rows]
 
     async def retry(self, run_ids: Sequence[RunId]) -> list[RetryResult]:

@@ -31,9 +31,8 @@ from sagad.store.records import RunDetails, RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
 
-_STEP_ARRAY = "ARRAY[" + ", ".join(f"'{name}'" for name in STEP_NAMES) + "]::text[]"
-STEP_AT_NEXT = f"({_STEP_ARRAY})[r.next_step + 1]"
-"""SQL: the name of the step a run ``r`` is at (the one it runs next)."""
+STEP_NAMES_BOUND = list(STEP_NAMES)
+"""Bound (never spliced) where a statement names the step a run is at: ``($n::text[])[r.next_step + 1]``."""
 
 # One statement, so one round trip and atomic alone. The notification goes out at commit, once
 # however many rows asked for it (PostgreSQL folds identical notifications of a transaction).
@@ -66,9 +65,9 @@ _CLAIM = f"""
     UPDATE workflow_runs r SET
         status = CASE WHEN {_CANCELLED} THEN 'compensating' WHEN r.status = 'pending' THEN 'running'
                       ELSE r.status END,
-        failed_step = CASE WHEN {_CANCELLED} THEN {STEP_AT_NEXT} ELSE r.failed_step END,
+        failed_step = CASE WHEN {_CANCELLED} THEN ($4::text[])[r.next_step + 1] ELSE r.failed_step END,
         failed_at = CASE WHEN {_CANCELLED} THEN now() ELSE r.failed_at END,
-        last_error = CASE WHEN {_CANCELLED} THEN '{CANCEL_PREFIX}' || r.cancel_reason ELSE r.last_error END,
+        last_error = CASE WHEN {_CANCELLED} THEN $5 || r.cancel_reason ELSE r.last_error END,
         claimed_by = $1,
         lease_token = r.lease_token + 1,
         attempts = r.attempts + 1,
@@ -102,9 +101,9 @@ _RENEW = f"""
     UPDATE workflow_runs r SET
         available_at = now() + make_interval(secs => CASE WHEN {_CANCELLED} THEN least($4 / 10, 1.0) ELSE $4 END),
         status = CASE WHEN {_CANCELLED} THEN 'compensating' ELSE r.status END,
-        failed_step = CASE WHEN {_CANCELLED} THEN {STEP_AT_NEXT} ELSE r.failed_step END,
+        failed_step = CASE WHEN {_CANCELLED} THEN ($5::text[])[r.next_step + 1] ELSE r.failed_step END,
         failed_at = CASE WHEN {_CANCELLED} THEN now() ELSE r.failed_at END,
-        last_error = CASE WHEN {_CANCELLED} THEN '{CANCEL_PREFIX}' || r.cancel_reason ELSE r.last_error END,
+        last_error = CASE WHEN {_CANCELLED} THEN $6 || r.cancel_reason ELSE r.last_error END,
         claimed_by = CASE WHEN {_CANCELLED} THEN NULL ELSE r.claimed_by END
     FROM locked l WHERE r.id = l.id
     RETURNING r.id, r.claimed_by IS NULL AS cancelled
@@ -251,7 +250,9 @@ class RunStore:
 
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
-        rows = await self._db.fetch(_CLAIM, worker, limit, lease_seconds, operation="claim")  # one statement: atomic
+        rows = await self._db.fetch(
+            _CLAIM, worker, limit, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation="claim"
+        )  # one statement: atomic
         return _claimed_runs(rows)
 
     async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]:
@@ -263,7 +264,9 @@ class RunStore:
         if not leases:
             return Renewal(frozenset(), frozenset())
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds, operation=RENEWAL)
+        rows = await self._db.fetch(
+            _RENEW, ids, tokens, worker, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation=RENEWAL
+        )
         renewed = frozenset(RunId(row["id"]) for row in rows if not row["cancelled"])
         return Renewal(renewed, frozenset(RunId(row["id"]) for row in rows if row["cancelled"]))
 

@@ -70,8 +70,8 @@ async def big(db: Database) -> Database:
 
 @pytest.mark.parametrize("name", list(FILTERS))
 async def test_each_list_filter_reads_an_index_and_stops_at_a_page(big: Database, name: str) -> None:
-    query, args = list_query(FILTERS[name], cursor=None, limit=50)
-    [explained] = await big.fetch(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}", *args)
+    built = list_query(FILTERS[name], cursor=None, limit=50)
+    [explained] = await big.fetch(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {built.sql}", *built.args)
     plan = explained[0][0]
     nodes = _nodes(plan["Plan"])
     assert ("Seq Scan", "workflow_runs") not in nodes, nodes
