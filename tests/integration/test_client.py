@@ -270,3 +270,21 @@ async def test_paging_while_runs_are_added_never_skips_or_repeats_a_run(database
                 cursor = page.next_cursor
         assert len(seen) == len(set(seen))  # no run twice
         assert before <= set(seen)  # none of the runs there when paging began skipped
+
+
+async def test_resume_makes_a_run_held_up_by_an_undo_claimable_now_and_nothing_else(
+    database_url: str, db: Database
+) -> None:
+    async with Client(database_url) as client:
+        held_up, pending = await client.submit(BRIEF), await client.submit(BRIEF)
+        await db.fetch(
+            "UPDATE workflow_runs SET status = 'compensating', failed_step = 'deliver', last_error = 'deliver: 503',"
+            " compensation_error = 'undo of deliver: 503', available_at = now() + interval '1 hour' WHERE id = $1",
+            held_up,
+        )
+        waiting = await client.list(RunFilter(waiting_on_undo=True))
+        assert [run.run_id for run in waiting.runs] == [held_up]
+        assert await client.resume([held_up, pending]) == {held_up}
+        [row] = await db.fetch("SELECT available_at <= now() AS now FROM workflow_runs WHERE id = $1", held_up)
+        assert row["now"]
+        assert await client.resume([held_up]) == set()  # already claimable: nothing to do
