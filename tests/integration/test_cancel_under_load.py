@@ -33,7 +33,7 @@ RUNS = 120
 
 
 class SlowSteps:
-    """Every step waits 0 to 60 ms before its call, the last 1 to 1.5 s; every step has an undo that counts its calls."""
+    """Each step waits 0 to 60 ms before its call, the last 1 to 1.5 s; each has an undo that counts its calls."""
 
     def __init__(self, seed: int) -> None:
         self.random = random.Random(seed)
