@@ -13,6 +13,7 @@ import anyio
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from sagad.domain.operations import PRIORITY, Operation
 from sagad.errors import (
     ConfigError,
     DatabaseError,
@@ -26,9 +27,9 @@ from sagad.store.limits import RENEWAL, SessionLimits, ms
 
 log = logging.getLogger(__name__)
 
-COMMIT = "commit"
+COMMIT = Operation.COMMIT
 """The operation of a connection that does not name one: the step and compensation commits."""
-INTERRUPT = "release"
+INTERRUPT = Operation.RELEASE
 """Cancelling a stopping daemon's statements counts as part of giving its runs back."""
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (serialization
@@ -243,7 +244,7 @@ class _Reachability:
             self._lost_at = None
 
 
-async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operation: str) -> asyncpg.Pool:
+async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operation: Operation) -> asyncpg.Pool:
     # No floor (min_size 0): the driver would keep it from a background task that logs a traceback
     # per failed attempt while the database is down. Connections are opened by ``Database._open``
     # and never closed for being idle.
@@ -281,7 +282,7 @@ class Database:
         self._dsn = asyncpg_dsn(url)
         self.url = url
         self._reachability = _Reachability(url)
-        self._on_timeout: Callable[[str], None] = lambda _: None
+        self._on_timeout: Callable[[Operation], None] = lambda _: None
         # Bumped by refresh_plans(); each server process (one per connection) is at the generation it
         # last planned in, or at the one current when first used (it had planned nothing before).
         self._plans_generation = 0
@@ -300,7 +301,7 @@ class Database:
         dsn = asyncpg_dsn(url)
         db: Database | None = None
         try:
-            pool = await _create_pool(dsn, max_size, limits, "")
+            pool = await _create_pool(dsn, max_size, limits, Operation.COMMIT)
             renewals = None if limits is None else await _create_pool(dsn, 2, limits, RENEWAL)
             db = cls(pool, url, limits=limits, renewals=renewals)
             await db._open(min_size)
@@ -321,7 +322,7 @@ class Database:
             if self._renewals is not None:
                 await held.enter_async_context(self._renewals.acquire())
 
-    def count_timeouts(self, observer: Callable[[str], None]) -> None:
+    def count_timeouts(self, observer: Callable[[Operation], None]) -> None:
         """Call ``observer(operation)`` for each statement abandoned or cancelled for its time limit."""
         self._on_timeout = observer
 
@@ -345,10 +346,10 @@ class Database:
         if self._renewals is not None:
             await self._renewals.close()
 
-    def _deadline(self, operation: str) -> _Deadline:
+    def _deadline(self, operation: Operation) -> _Deadline:
         return _Deadline(None if self._limits is None else self._limits.answer_seconds(operation))
 
-    def _failure(self, exc: Exception, operation: str, deadline: _Deadline) -> Exception:
+    def _failure(self, exc: Exception, operation: Operation, deadline: _Deadline) -> Exception:
         """The error to raise for ``exc``: sagad's, counted and reported; ``exc`` itself when not the database's."""
         if deadline.expired or (deadline.seconds is not None and isinstance(exc, TimeoutError)):
             self._on_timeout(operation)
@@ -366,13 +367,13 @@ class Database:
         return mapped
 
     @asynccontextmanager
-    async def transaction(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, operation: Operation = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
         async with self.connection(operation) as conn, conn.transaction():
             yield conn
 
     @asynccontextmanager
-    async def connection(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, operation: Operation = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection outside any transaction, for one piece of work named ``operation``.
 
         Under session limits, the work is never cut off from outside (a stop waits for it, so no
@@ -380,7 +381,7 @@ class Database:
         connection is terminated, never reused, and the caller gets a DatabaseUnreachable.
         """
         deadline = self._deadline(operation)
-        pool = self._renewals if operation == RENEWAL and self._renewals is not None else self._pool
+        pool = self._renewals if operation in PRIORITY and self._renewals is not None else self._pool
         asked_at = anyio.current_time()
         try:
             with anyio.CancelScope(shield=deadline.shielded):
@@ -414,7 +415,7 @@ class Database:
         if pids:
             await self.fetch("SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid", pids, operation=INTERRUPT)
 
-    async def open_dedicated(self, operation: str) -> asyncpg.Connection:
+    async def open_dedicated(self, operation: Operation) -> asyncpg.Connection:
         """A connection of its own, outside the pools (LISTEN, a session lock); run its statements under ``bounded``."""
         deadline = self._deadline(operation)
         options: dict[str, Any] = {}
@@ -436,7 +437,7 @@ class Database:
         return conn
 
     @asynccontextmanager
-    async def dedicated(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+    async def dedicated(self, operation: Operation) -> AsyncIterator[asyncpg.Connection]:
         """``open_dedicated`` for as long as the block lasts."""
         conn = await self.open_dedicated(operation)
         try:
@@ -445,7 +446,7 @@ class Database:
             await close_dedicated(conn)
 
     @asynccontextmanager
-    async def bounded(self, conn: asyncpg.Connection, operation: str) -> AsyncIterator[None]:
+    async def bounded(self, conn: asyncpg.Connection, operation: Operation) -> AsyncIterator[None]:
         """Statements on a ``dedicated`` connection, under the deadline of ``operation``."""
         deadline = self._deadline(operation)
         asked_at = anyio.current_time()
@@ -461,7 +462,7 @@ class Database:
             raise error from exc
         self._reachability.answered(asked_at)
 
-    async def fetch(self, query: str, *args: Any, operation: str = COMMIT) -> list[asyncpg.Record]:
+    async def fetch(self, query: str, *args: Any, operation: Operation = COMMIT) -> list[asyncpg.Record]:
         async with self.connection(operation) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(query, *args)
             return rows
