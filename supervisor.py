@@ -41,7 +41,7 @@ from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
 from sagad.store.db import Database
 from sagad.store.liveness import DeadWorkers, WorkerLock
-from sagad.store.notify import SubmissionListener
+from sagad.store.notify import Polling, SubmissionListener
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
 
@@ -67,17 +67,10 @@ class Settings:
     undo_retry_seconds: float = 30.0
     """How long a run whose undo kept failing waits, compensating, before it is tried again."""
     commits_in_flight: int = 3
-    """Commits of one step in flight at once: more than one only when the database is far away."""
+    """Commits of one step in flight at once: more than one only when the database is far away
+    (``ConnectionBudget.commits_in_flight``: what the work pool has room for)."""
     reap_seconds: float | None = 0.5
     """How often to look for dead daemons whose runs to take over; None: wait for their leases."""
-
-    @property
-    def pool_size(self) -> int:
-        """Connections of the main pool: each step's commits in flight, and one each for the claimer,
-        the compensator, the sampler, the reaper and a release, and two to spare for a connection being
-        replaced after an error. Renewals have a pool of two of their own; the submission listener and
-        the worker lock a connection each."""
-        return 5 * self.commits_in_flight + 7
 
 
 class _Supervised(Protocol):
@@ -122,7 +115,11 @@ class Supervisor:
         self.runs = RunStore(db)
         self.ledger = Ledger(settings.max_inflight, metrics)
         self._steps = StepStore(db, settings.worker_id)
-        self._listener = SubmissionListener(db)
+        sessions = db.budget
+        self._listener: SubmissionListener | Polling = (
+            SubmissionListener(db) if sessions is None or sessions.listen else Polling()
+        )
+        self._locking = sessions is None or sessions.lock
         self._faults = faults or NoFaults()
         self._readiness = readiness or Unobserved()
         self._lock = WorkerLock(db, settings.worker_id, check_seconds=settings.lease_seconds / 3)
@@ -135,7 +132,8 @@ class Supervisor:
         worker id still held are given back at start, to be claimed at once.
         """
         self._db.count_timeouts(lambda operation: self.metrics.db_timeouts.labels(operation).inc())
-        await self._lock.take()
+        if self._locking:
+            await self._lock.take()
         try:
             if await self._give_back_previous_life(stop):
                 await self._run(stop, task_status)
@@ -224,7 +222,8 @@ class Supervisor:
                 resources.enter_context(inbox.receive)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listener.run)
-                tg.start_soon(self._lock.keep)
+                if self._locking:
+                    tg.start_soon(self._lock.keep)
                 if reaper is not None:
                     tg.start_soon(self._supervise, "reaper", reaper, reaper.run)
                 tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
@@ -251,8 +250,8 @@ class Supervisor:
 
     def _reaper(self) -> Reaper | None:
         s = self.settings
-        if s.reap_seconds is None:
-            return None
+        if s.reap_seconds is None or not self._locking:
+            return None  # without worker locks every peer looks dead: runs wait for their leases
         return Reaper(
             store=DeadWorkers(self._db),
             metrics=self.metrics,

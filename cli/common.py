@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sagad.errors import SagadError
 from sagad.store import migrate
+from sagad.store.budget import ConnectionBudget
 from sagad.store.db import Database, redact
 from sagad.store.embedded import embedded_url
 from sagad.store.limits import SessionLimits
@@ -90,10 +91,15 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
 
 @asynccontextmanager
 async def migrated_database(
-    url: str | None, *, max_size: int = 10, min_size: int = 1, limits: SessionLimits | None = None
+    url: str | None,
+    *,
+    max_size: int = 10,
+    min_size: int = 1,
+    limits: SessionLimits | None = None,
+    budget: ConnectionBudget | None = None,
 ) -> AsyncIterator[Database]:
     """A pool on the configured database, which must be migrated to this sagad's schema."""
-    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size, limits=limits)
+    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size, limits=limits, budget=budget)
     try:
         await ensure_migrated(db)
         yield db

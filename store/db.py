@@ -23,6 +23,7 @@ from sagad.errors import (
     SchemaNotReady,
     TransientDatabaseError,
 )
+from sagad.store.budget import ConnectionBudget
 from sagad.store.limits import RENEWAL, SessionLimits, ms
 
 log = logging.getLogger(__name__)
@@ -267,16 +268,24 @@ async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operat
 
 
 class Database:
-    """Pools of connections to one PostgreSQL database: one for work, one for lease renewals.
+    """Pools of connections to one PostgreSQL database: one for work, one for renewals and releases.
 
-    Renewals have a pool of their own, so that statements hung in the other can never keep a
-    renewal waiting for a connection.
+    Renewals and releases (``PRIORITY``) have a pool of their own, so that commits waiting for a
+    connection, or statements hung in the other pool, can never keep them waiting.
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, url: str, *, limits: SessionLimits | None = None, renewals: asyncpg.Pool | None = None
+        self,
+        pool: asyncpg.Pool,
+        url: str,
+        *,
+        limits: SessionLimits | None = None,
+        renewals: asyncpg.Pool | None = None,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self._pool = pool
+        self.budget = budget
+        """What the daemon may open; None: not a daemon's, its session features all allowed."""
         self._renewals = renewals
         self._limits = limits
         self._dsn = asyncpg_dsn(url)
@@ -291,19 +300,29 @@ class Database:
 
     @classmethod
     async def connect(
-        cls, url: str, *, max_size: int = 10, min_size: int = 1, limits: SessionLimits | None = None
+        cls,
+        url: str,
+        *,
+        max_size: int = 10,
+        min_size: int = 1,
+        limits: SessionLimits | None = None,
+        budget: ConnectionBudget | None = None,
     ) -> Database:
         """Pools of up to ``max_size`` connections, ``min_size`` of them opened at once.
 
         ``limits`` (a daemon's, derived from its lease) bound what the server lets each session hold
-        and how long sagad waits for an answer; without them, a statement may take a minute.
+        and how long sagad waits for an answer; without them, a statement may take a minute. A
+        daemon's ``budget`` sizes the pools instead, every connection opened at once.
         """
         dsn = asyncpg_dsn(url)
         db: Database | None = None
+        if budget is not None:
+            max_size = min_size = budget.work
+        priority = 2 if budget is None else budget.priority
         try:
             pool = await _create_pool(dsn, max_size, limits, Operation.COMMIT)
-            renewals = None if limits is None else await _create_pool(dsn, 2, limits, RENEWAL)
-            db = cls(pool, url, limits=limits, renewals=renewals)
+            renewals = None if limits is None else await _create_pool(dsn, priority, limits, RENEWAL)
+            db = cls(pool, url, limits=limits, renewals=renewals, budget=budget)
             await db._open(min_size)
         except Exception as exc:
             if db is not None:

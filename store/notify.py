@@ -60,3 +60,13 @@ class SubmissionListener:
         with anyio.move_on_after(seconds):
             await self._submitted.wait()
         self._submitted = anyio.Event()
+
+
+class Polling:
+    """The wakeup without LISTEN (no session for it, or a pooler): the claimer polls at its interval."""
+
+    async def run(self) -> None:
+        return None
+
+    async def wait(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
