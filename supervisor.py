@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from sagad.actors.claimer import Claimer
@@ -115,15 +115,19 @@ class Supervisor:
         self.runs = RunStore(db)
         self.ledger = Ledger(settings.max_inflight, metrics)
         self._steps = StepStore(db, settings.worker_id)
-        sessions = db.budget
-        self._listener: SubmissionListener | Polling = (
-            SubmissionListener(db) if sessions is None or sessions.listen else Polling()
-        )
-        self._locking = sessions is None or sessions.lock
         self._faults = faults or NoFaults()
         self._readiness = readiness or Unobserved()
         self._lock = WorkerLock(db, settings.worker_id, check_seconds=settings.lease_seconds / 3)
         metrics.worker_lock_held.set_function(lambda: int(self._lock.held))
+
+    @property
+    def _locking(self) -> bool:
+        """Whether the budget has a session for the worker lock (else peers wait for this daemon's leases)."""
+        return self._db.budget is None or self._db.budget.lock
+
+    def _wakeup(self) -> SubmissionListener | Polling:
+        """LISTEN where the budget has a session for it; else the claimer polls."""
+        return SubmissionListener(self._db) if self._db.budget is None or self._db.budget.listen else Polling()
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop`` is set, then drain in-flight runs and release what is left.
@@ -159,6 +163,7 @@ class Supervisor:
         forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in specs]
         backward = [_Inbox[Compensation].bounded(s.inbox_size) for _ in specs]
         to_compensator = _Inbox[Compensation].bounded(s.inbox_size)
+        wakeup = self._wakeup()
         actors = [
             StepActor(
                 spec=spec,
@@ -185,7 +190,7 @@ class Supervisor:
             store=self.runs,
             ledger=self.ledger,
             metrics=self.metrics,
-            wakeup=self._listener,
+            wakeup=wakeup,
             worker=s.worker_id,
             lease_seconds=s.lease_seconds,
             claim_limit=s.batch_limit,
@@ -221,9 +226,7 @@ class Supervisor:
                 resources.enter_context(inbox.send)
                 resources.enter_context(inbox.receive)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._listener.run)
-                if self._locking:
-                    tg.start_soon(self._lock.keep)
+                self._keep_sessions(tg, wakeup)
                 if reaper is not None:
                     tg.start_soon(self._supervise, "reaper", reaper, reaper.run)
                 tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
@@ -247,6 +250,12 @@ class Supervisor:
                 tg.start_soon(self._interrupt_statements)
                 tg.cancel_scope.cancel()
             await self._release_remaining()
+
+    def _keep_sessions(self, tg: TaskGroup, wakeup: SubmissionListener | Polling) -> None:
+        """The sessions the budget has room for: LISTEN, and the worker lock taken again when lost."""
+        tg.start_soon(wakeup.run)
+        if self._locking:
+            tg.start_soon(self._lock.keep)
 
     def _reaper(self) -> Reaper | None:
         s = self.settings
