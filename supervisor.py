@@ -123,11 +123,11 @@ class Supervisor:
     @property
     def _locking(self) -> bool:
         """Whether the budget has a session for the worker lock (else peers wait for this daemon's leases)."""
-        return self._db.budget is None or self._db.budget.lock
+        return self._db.locks
 
     def _wakeup(self) -> SubmissionListener | Polling:
         """LISTEN where the budget has a session for it; else the claimer polls."""
-        return SubmissionListener(self._db) if self._db.budget is None or self._db.budget.listen else Polling()
+        return SubmissionListener(self._db) if self._db.listens else Polling()
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop`` is set, then drain in-flight runs and release what is left.

@@ -18,6 +18,7 @@ from sagad.store.db import Database, redact
 from sagad.store.embedded import embedded_url
 from sagad.store.limits import SessionLimits
 from sagad.store.migrate import ensure_migrated
+from sagad.store.pooler import Pooler
 
 DatabaseUrl = Annotated[
     str | None,
@@ -97,9 +98,19 @@ async def migrated_database(
     min_size: int = 1,
     limits: SessionLimits | None = None,
     budget: ConnectionBudget | None = None,
+    pooler: Pooler = Pooler.AUTO,
+    direct_url: str | None = None,
 ) -> AsyncIterator[Database]:
     """A pool on the configured database, which must be migrated to this sagad's schema."""
-    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size, limits=limits, budget=budget)
+    db = await Database.connect(
+        resolve_url(url),
+        max_size=max_size,
+        min_size=min_size,
+        limits=limits,
+        budget=budget,
+        pooler=pooler,
+        direct_url=direct_url,
+    )
     try:
         await ensure_migrated(db)
         yield db

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import replace
 from typing import Annotated
 
 import anyio
@@ -20,7 +21,9 @@ from sagad.endpoint import Endpoint, Health, announcement
 from sagad.errors import DatabaseUnreachable
 from sagad.metrics import Metrics
 from sagad.store.budget import DEFAULT_CONNECTIONS, MIN_CONNECTIONS, ConnectionBudget
+from sagad.store.db import Database
 from sagad.store.limits import SessionLimits
+from sagad.store.pooler import Pooler
 from sagad.supervisor import Settings, Supervisor
 
 log = logging.getLogger("sagad")
@@ -81,6 +84,21 @@ def _tune_collector(max_inflight: int) -> None:
     # garbage from elsewhere is collected once it is as large as the runs in flight.
     young, *older = COLLECTOR_THRESHOLDS
     gc.set_threshold(max(young, OBJECTS_PER_RUN * max_inflight), *older)
+
+
+def _fitted(settings: Settings, db: Database, poll_seconds: float | None) -> Settings:
+    """The settings that depend on what the database offers: the poll without LISTEN, commits the pool has room for."""
+    budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
+    poll = poll_seconds or (LISTENING_POLL_SECONDS if db.listens else POLLING_SECONDS)
+    return replace(settings, poll_seconds=poll, commits_in_flight=budget.commits_in_flight)
+
+
+def connections(db: Database) -> str:
+    """What the daemon opened, for its start line."""
+    budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
+    route = "through a pooler in transaction mode" if db.pooled else "direct"
+    sessions = ", ".join(name for name, on in (("LISTEN", db.listens), ("worker lock", db.locks)) if on) or "polling"
+    return f"{budget.total} connections {route}: {budget.work} work, {budget.priority} renewals, {sessions}"
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -214,6 +232,24 @@ def daemon_command(
             help="How long a run whose undo kept failing waits, compensating, before it is tried again.",
         ),
     ] = 30.0,
+    pooler: Annotated[
+        Pooler,
+        typer.Option(
+            envvar="SAGAD_POOLER",
+            help="Whether --database-url leads to a pooler in transaction mode (PgBouncer): auto finds out at start; "
+            "transaction: no session features (no LISTEN, worker lock or settings at connect; statement cache off); "
+            "none: the server's own sessions.",
+        ),
+    ] = Pooler.AUTO,
+    direct_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAD_DIRECT_URL",
+            help="A URL straight to the server (not through a pooler) for the sessions of LISTEN and the worker "
+            "lock; within --max-connections. Default: none, the daemon polls and its runs wait for their leases.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="SAGAD_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -235,8 +271,7 @@ def daemon_command(
         max_inflight=max_inflight,
         batch_limit=batch_limit,
         inbox_size=inbox_size,
-        poll_seconds=poll_seconds or (LISTENING_POLL_SECONDS if budget.listen else POLLING_SECONDS),
-        commits_in_flight=budget.commits_in_flight,
+        poll_seconds=poll_seconds or LISTENING_POLL_SECONDS,
         drain_seconds=drain_seconds,
         max_attempts=max_attempts,
         undo_retry_seconds=undo_retry_seconds,
@@ -256,13 +291,17 @@ def daemon_command(
     host, port = parse_addr(metrics_addr)
 
     async def main() -> None:
+        nonlocal settings
         stop = anyio.Event()
         async with anyio.create_task_group() as signals:
             # Watched from the start: a SIGTERM while the daemon still connects stops it as cleanly.
             await signals.start(_watch_signals, stop, signals.cancel_scope)
             # Every connection opened (and its types looked up) before the first run, not during it.
             limits = SessionLimits.for_lease(lease_seconds)
-            async with migrated_database(database_url, limits=limits, budget=budget) as db:
+            async with migrated_database(
+                database_url, limits=limits, budget=budget, pooler=pooler, direct_url=direct_url
+            ) as db:
+                settings = _fitted(settings, db, poll_seconds)
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))
                 with endpoint:
@@ -278,11 +317,11 @@ def daemon_command(
                         # Started once it holds its worker lock: a live twin makes it stop here, with one line.
                         await tg.start(supervise)
                         log.info(
-                            "daemon %s running (lease %ss, up to %d runs, %d connections, pipeline %s)",
+                            "daemon %s running (lease %ss, up to %d runs, %s, pipeline %s)",
                             settings.worker_id,
                             lease_seconds,
                             max_inflight,
-                            max_connections,
+                            connections(db),
                             pipeline or "built-in",
                         )
             signals.cancel_scope.cancel()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -20,11 +23,14 @@ from sagad.errors import (
     DatabaseTimeout,
     DatabaseUnreachable,
     PermanentDatabaseError,
+    PoolerRefused,
     SchemaNotReady,
+    TooManyClients,
     TransientDatabaseError,
 )
 from sagad.store.budget import ConnectionBudget
 from sagad.store.limits import RENEWAL, SessionLimits, ms
+from sagad.store.pooler import Pooler, ServerFacts, TransactionLimits, pooler_refusal, probe
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,17 @@ def asyncpg_dsn(url: str) -> str:
 # crash shutting it down, the database dropped, an idle session or idle transaction timed out.
 _SESSION_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57P04", "57P05", "25P03")
 _QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
+
+
+def too_many_clients(url: str, facts: ServerFacts | None, budget: ConnectionBudget | None, exc: BaseException) -> str:
+    """One line for a server with no connection left: its max_connections, the budget, what to change."""
+    limit = "unknown" if facts is None or facts.max_connections is None else str(facts.max_connections)
+    mine = "" if budget is None else f", this daemon's --max-connections {budget.total}"
+    return (
+        f"{redact(url)} has no connection left ({exc}; its max_connections is {limit}{mine}): "
+        "lower --max-connections or run fewer daemons, raise the server's max_connections, "
+        "or put a pooler in front (--pooler)"
+    )
 
 
 def session_is_gone(exc: BaseException) -> bool:
@@ -115,7 +132,7 @@ async def _limit_transactions(conn: asyncpg.Connection, limits: SessionLimits | 
         await conn.execute("SELECT set_config('transaction_timeout', $1, false)", ms(limits.transaction))
 
 
-def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+def _initializer(limits: SessionLimits | None, *, pooled: bool) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     async def init(conn: asyncpg.Connection) -> None:
         if limits is None:
             await _init_connection(conn)
@@ -125,7 +142,8 @@ def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection],
         # while it reads the rest of a statement. A server that does not answer is dropped instead.
         deadline = _Deadline(limits.answer)
         with anyio.CancelScope(shield=True), deadline.watching(conn):
-            await _limit_transactions(conn, limits)
+            if not pooled:  # a pooled session's settings would leak to other clients: set per transaction
+                await _limit_transactions(conn, limits)
             await _init_connection(conn)
 
     return init
@@ -172,6 +190,7 @@ async def close_dedicated(conn: asyncpg.Connection) -> None:
 
 
 _LATE_SECONDS = 0.1
+_FULL_SERVER_PAUSE_MAX = 5.0
 
 
 class _Deadline:
@@ -245,7 +264,9 @@ class _Reachability:
             self._lost_at = None
 
 
-async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operation: Operation) -> asyncpg.Pool:
+async def _create_pool(
+    dsn: str, size: int, limits: SessionLimits | None, operation: Operation, *, pooled: bool
+) -> asyncpg.Pool:
     # No floor (min_size 0): the driver would keep it from a background task that logs a traceback
     # per failed attempt while the database is down. Connections are opened by ``Database._open``
     # and never closed for being idle.
@@ -256,12 +277,14 @@ async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operat
             "timeout": limits.answer_seconds(operation),
             "server_settings": limits.server_settings(operation),
         }
+    if pooled:  # no settings at connect (a pooler refuses them), no named statements (it loses them)
+        options = {**options, "server_settings": {}, "statement_cache_size": 0}
     return await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=size,
         max_inactive_connection_lifetime=0,
-        init=_initializer(limits),
+        init=_initializer(limits, pooled=pooled),
         reset=_skip_session_reset,
         **options,
     )
@@ -282,13 +305,21 @@ class Database:
         limits: SessionLimits | None = None,
         renewals: asyncpg.Pool | None = None,
         budget: ConnectionBudget | None = None,
+        facts: ServerFacts | None = None,
+        direct_url: str | None = None,
     ) -> None:
         self._pool = pool
         self.budget = budget
         """What the daemon may open; None: not a daemon's, its session features all allowed."""
+        self.facts = facts
+        self.pooled = facts is not None and facts.pooled
         self._renewals = renewals
         self._limits = limits
         self._dsn = asyncpg_dsn(url)
+        self._direct_dsn = None if direct_url is None else asyncpg_dsn(direct_url)
+        self._per_transaction = (
+            TransactionLimits(limits, facts) if self.pooled and limits is not None and facts is not None else None
+        )
         self.url = url
         self._reachability = _Reachability(url)
         self._on_timeout: Callable[[Operation], None] = lambda _: None
@@ -307,26 +338,68 @@ class Database:
         min_size: int = 1,
         limits: SessionLimits | None = None,
         budget: ConnectionBudget | None = None,
+        pooler: Pooler = Pooler.AUTO,
+        direct_url: str | None = None,
     ) -> Database:
         """Pools of up to ``max_size`` connections, ``min_size`` of them opened at once.
 
         ``limits`` (a daemon's, derived from its lease) bound what the server lets each session hold
         and how long sagad waits for an answer; without them, a statement may take a minute. A
-        daemon's ``budget`` sizes the pools instead, every connection opened at once.
+        daemon's ``budget`` sizes the pools instead, every connection opened at once; a daemon waits
+        for a server that has no connection left (too many clients), where a command gives up.
+        ``pooler`` says whether ``url`` leads to a pooler in transaction mode (``auto``: find out);
+        ``direct_url`` gives the sessions for LISTEN and the worker lock that a pooler cannot.
         """
         dsn = asyncpg_dsn(url)
+        if direct_url is not None:
+            asyncpg_dsn(direct_url)  # a ConfigError now, before anything is opened
+        for attempt in itertools.count():
+            try:
+                return await cls._connect(url, dsn, max_size, min_size, limits, budget, pooler, direct_url)
+            except asyncpg.TooManyConnectionsError as exc:
+                message = too_many_clients(url, None, budget, exc)
+                if budget is None:
+                    raise ConfigError(message) from None
+                log.warning("%s; retrying", message)
+                await anyio.sleep(min(_FULL_SERVER_PAUSE_MAX, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _connect(
+        cls,
+        url: str,
+        dsn: str,
+        max_size: int,
+        min_size: int,
+        limits: SessionLimits | None,
+        budget: ConnectionBudget | None,
+        pooler: Pooler,
+        direct_url: str | None,
+    ) -> Database:
         db: Database | None = None
-        if budget is not None:
-            max_size = min_size = budget.work
-        priority = 2 if budget is None else budget.priority
         try:
-            pool = await _create_pool(dsn, max_size, limits, Operation.COMMIT)
-            renewals = None if limits is None else await _create_pool(dsn, priority, limits, RENEWAL)
-            db = cls(pool, url, limits=limits, renewals=renewals, budget=budget)
+            found = await probe(dsn, None if limits is None else limits.answer)
+            pooled = found.pooled if pooler is Pooler.AUTO else pooler is Pooler.TRANSACTION
+            facts = replace(found, pooled=pooled)
+            if budget is not None:
+                if pooled and direct_url is None:
+                    budget = budget.without_sessions()
+                max_size = min_size = budget.work
+            priority = 2 if budget is None else budget.priority
+            pool = await _create_pool(dsn, max_size, limits, Operation.COMMIT, pooled=pooled)
+            renewals = None if limits is None else await _create_pool(dsn, priority, limits, RENEWAL, pooled=pooled)
+            db = cls(pool, url, limits=limits, renewals=renewals, budget=budget, facts=facts, direct_url=direct_url)
             await db._open(min_size)
+        except asyncpg.TooManyConnectionsError:
+            if db is not None:
+                await db.close()
+            raise
         except Exception as exc:
             if db is not None:
                 await db.close()
+            refused = pooler_refusal(exc)
+            if refused is not None:
+                raise ConfigError(f"cannot connect to {redact(url)}: {refused}") from None
             mapped = translate(exc)
             if mapped is None and not isinstance(exc, (ValueError, OverflowError, asyncpg.PostgresError)):
                 raise
@@ -355,6 +428,8 @@ class Database:
         self._plans_generation += 1
 
     async def _replan_if_stale(self, conn: asyncpg.Connection) -> None:
+        if self.pooled:
+            return  # no named statements to re-plan: each is planned afresh
         pid = conn.get_server_pid()
         if self._planned_in.setdefault(pid, self._plans_generation) < self._plans_generation:
             await conn.execute("DISCARD PLANS")
@@ -375,6 +450,13 @@ class Database:
             lost = DatabaseUnreachable(f"no answer to {operation} within {deadline.seconds:.3g} s; connection dropped")
             self._reachability.lost(lost)
             return lost
+        if isinstance(exc, asyncpg.TooManyConnectionsError):
+            full = TooManyClients(too_many_clients(self.url, self.facts, self.budget, exc))
+            self._reachability.lost(full)
+            return full
+        refused = pooler_refusal(exc)
+        if refused is not None:
+            return PoolerRefused(refused)
         mapped = translate(exc)
         if mapped is None:
             return exc
@@ -388,8 +470,28 @@ class Database:
     @asynccontextmanager
     async def transaction(self, operation: Operation = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
-        async with self.connection(operation) as conn, conn.transaction():
-            yield conn
+        async with self.connection(operation) as conn:
+            if conn.is_in_transaction():  # begun with the limits of a pooled session
+                yield conn
+                return
+            async with conn.transaction():
+                yield conn
+
+    @asynccontextmanager
+    async def _limited(self, conn: asyncpg.Connection, operation: Operation) -> AsyncIterator[None]:
+        """Through a pooler, the work in a transaction of its own that sets the limits a session cannot hold."""
+        begin = None if self._per_transaction is None else self._per_transaction.statement(operation)
+        if begin is None:
+            yield
+            return
+        await conn.execute(begin)  # one round trip: BEGIN and the SET LOCALs as one simple query
+        try:
+            yield
+        except asyncpg.PostgresError as exc:
+            if not session_is_gone(exc) and not _is_closed(conn):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
     @asynccontextmanager
     async def connection(self, operation: Operation = COMMIT) -> AsyncIterator[asyncpg.Connection]:
@@ -409,7 +511,8 @@ class Database:
                         self._busy.add(conn)
                         try:
                             await self._replan_if_stale(conn)
-                            yield conn
+                            async with self._limited(conn, operation):
+                                yield conn
                         finally:
                             self._busy.discard(conn)
         except Exception as exc:
@@ -418,6 +521,18 @@ class Database:
                 raise
             raise error from exc
         self._reachability.answered(asked_at)
+
+    @property
+    def listens(self) -> bool:
+        """Whether a session may LISTEN for submissions: the budget has room, and no pooler is in the way."""
+        room = self.budget is None or self.budget.listen
+        return room and (self._direct_dsn is not None or not self.pooled)
+
+    @property
+    def locks(self) -> bool:
+        """Whether a session may hold the worker lock: the budget has room, and no pooler is in the way."""
+        room = self.budget is None or self.budget.lock
+        return room and (self._direct_dsn is not None or not self.pooled)
 
     @property
     def busy(self) -> bool:
@@ -430,6 +545,8 @@ class Database:
         Their work is shielded from cancellation (see ``connection``); the server's cancel ends a
         statement waiting on a lock at once, and its transaction rolls back, freeing the run rows.
         """
+        if self.pooled:
+            return  # a pooler's sessions hide the server's pids: statement_timeout ends what runs
         pids = [conn.get_server_pid() for conn in self._busy if not _is_closed(conn)]
         if pids:
             await self.fetch("SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid", pids, operation=INTERRUPT)
@@ -440,11 +557,15 @@ class Database:
         options: dict[str, Any] = {}
         if self._limits is not None:
             options = {"timeout": deadline.seconds, "server_settings": self._limits.server_settings(operation)}
+        session = self._direct_dsn is not None or not self.pooled
+        if not session:  # never for LISTEN or the lock (see ``listens`` and ``locks``); only what a pooler allows
+            options = {**options, "server_settings": {}, "statement_cache_size": 0}
         try:
             with anyio.CancelScope(shield=deadline.shielded):
-                conn: asyncpg.Connection = await asyncpg.connect(self._dsn, **options)
+                conn: asyncpg.Connection = await asyncpg.connect(self._direct_dsn or self._dsn, **options)
                 try:
-                    await _limit_transactions(conn, self._limits)
+                    if session:
+                        await _limit_transactions(conn, self._limits)
                 except BaseException:
                     conn.terminate()
                     raise

@@ -1,0 +1,107 @@
+"""Daemons through PgBouncer in transaction mode: no session survives a transaction, and every guarantee holds."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from functools import partial
+
+import anyio
+import pytest
+
+from sagad.content.samples import Ending
+from sagad.domain.runs import RunId
+from sagad.store.db import Database
+from sagad.store.runs import RunStore
+from tests.chaos.fleet import Fleet
+from tests.chaos.invariants import assert_audit_clean, assert_ended_as_built, held_by, report, submit_mix
+from tests.chaos.waiting import wait_until
+from tests.pooler.bouncer import PgBouncer
+from tests.processes import REPO, sagad
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+OPTIONS = ("--lease-seconds", "2", "--max-inflight", "100", "--batch-limit", "20")
+
+
+async def test_every_command_works_with_only_a_pooled_url(
+    pooled_url: str, throwaway_database_url: str, fleet: Fleet
+) -> None:
+    brief = str(REPO / "examples" / "brief.json")
+    submitted = await anyio.to_thread.run_sync(partial(sagad, "submit", brief, "--database-url", pooled_url))
+    assert submitted.returncode == 0, submitted.stderr
+    first = RunId(uuid.UUID(submitted.stdout.strip()))
+    daemons = [fleet.start(pooled_url, f"pooled-{n}", *OPTIONS) for n in range(2)]
+    for daemon in daemons:
+        await daemon.ready()
+    assert "through a pooler in transaction mode" in daemons[0].log.read_text()
+    assert "polling" in daemons[0].log.read_text()
+    db = await Database.connect(pooled_url, max_size=2)
+    try:
+        assert db.pooled
+        outcomes = {first: Ending.COMPLETED} | await submit_mix(RunStore(db), 300)
+        await assert_ended_as_built(db, pooled_url, outcomes, seconds=60)
+        status = await anyio.to_thread.run_sync(partial(sagad, "status", str(first), "--database-url", pooled_url))
+        assert json.loads(status.stdout)["status"] == "completed", status.stderr
+    finally:
+        await db.close()
+    for daemon in daemons:
+        daemon.signal(signal.SIGTERM)
+    assert [await daemon.wait() for daemon in daemons] == [0, 0]
+
+
+async def test_a_killed_daemon_behind_a_pooler_has_its_runs_finished_once_its_leases_end(
+    pooled_url: str, fleet: Fleet
+) -> None:
+    victim = fleet.start(pooled_url, "victim", *OPTIONS)
+    await victim.ready()
+    db = await Database.connect(pooled_url, max_size=2)
+    try:
+        outcomes = await submit_mix(RunStore(db), 200)
+        with anyio.fail_after(20):
+            await wait_until(lambda: _holds(db, "victim"), seconds=20)
+        victim.signal(signal.SIGKILL)
+        assert await victim.wait() == -signal.SIGKILL
+        held = len(await held_by(db, "victim"))
+        survivor = fleet.start(pooled_url, "survivor", *OPTIONS)
+        await survivor.ready()
+        await assert_ended_as_built(db, pooled_url, outcomes, seconds=60)
+        survivor.signal(signal.SIGTERM)
+        assert await survivor.wait() == 0
+    finally:
+        await db.close()
+    report("SIGKILL behind a pooler", runs=len(outcomes), held_by_the_killed_daemon=held)
+
+
+async def _holds(db: Database, worker: str) -> bool:
+    return len(await held_by(db, worker)) > 0
+
+
+async def test_pgbouncer_restarted_under_load_loses_and_doubles_nothing(
+    pooled_url: str, bouncer: PgBouncer, throwaway_database_url: str, fleet: Fleet
+) -> None:
+    daemons = [
+        fleet.start(pooled_url, f"direct-{n}", *OPTIONS, "--direct-url", throwaway_database_url) for n in range(2)
+    ]
+    for daemon in daemons:
+        await daemon.ready()
+    assert "LISTEN, worker lock" in daemons[0].log.read_text()
+    db = await Database.connect(throwaway_database_url, max_size=2)  # the test's own, past the pooler
+    try:
+        outcomes: dict[RunId, Ending] = {}
+        for wave in range(3):
+            outcomes |= await submit_mix(RunStore(db), 150, first_seed=wave * 150)
+            await anyio.sleep(0.2)
+            bouncer.kill()
+            await anyio.sleep(0.5)
+            bouncer.start()
+        await assert_ended_as_built(db, throwaway_database_url, outcomes, seconds=90)
+        await assert_audit_clean(pooled_url)
+        # The restarts cut the daemons' pooled connections while they worked, not while they idled.
+        assert any("lost the database" in daemon.log.read_text() for daemon in daemons)
+    finally:
+        await db.close()
+    for daemon in daemons:
+        daemon.signal(signal.SIGTERM)
+    assert [await daemon.wait() for daemon in daemons] == [0, 0]
