@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Annotated
 
@@ -18,10 +19,10 @@ from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.cli.pipelines import PipelineNotLoaded, daemon_pipeline
 from sagad.domain.runs import WorkerId
 from sagad.endpoint import Endpoint, Health, announcement
-from sagad.errors import DatabaseUnreachable
+from sagad.errors import ConfigError, DatabaseUnreachable
 from sagad.metrics import Metrics
 from sagad.store.budget import DEFAULT_CONNECTIONS, MIN_CONNECTIONS, ConnectionBudget
-from sagad.store.db import Database
+from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.limits import SessionLimits
 from sagad.store.pooler import Pooler
 from sagad.supervisor import Settings, Supervisor
@@ -119,7 +120,11 @@ def open_endpoint(health: Health, metrics: Metrics, host: str, port: int) -> End
 
 
 async def _watch_signals(
-    stop: anyio.Event, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    stop: anyio.Event,
+    scope: anyio.CancelScope,
+    connecting: anyio.CancelScope,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()  # from here on a signal drains the daemon instead of killing it
@@ -130,6 +135,7 @@ async def _watch_signals(
             else:
                 log.info("%s: draining in-flight runs", signal.Signals(signum).name)
                 stop.set()
+                connecting.cancel()  # a daemon still waiting for a server with room holds nothing to drain
 
 
 def daemon_command(
@@ -264,6 +270,11 @@ def daemon_command(
         handler.addFilter(_OutageRepeats())
     if worker_id is not None and not (0 < len(worker_id) <= 200 and worker_id.isprintable()):
         fail("--worker-id must be 1 to 200 printable characters")
+    if direct_url is not None:
+        try:
+            asyncpg_dsn(direct_url)
+        except ConfigError as error:
+            fail(f"--direct-url: {error}")
     budget = ConnectionBudget.split(max_connections)
     settings = Settings(
         worker_id=WorkerId(worker_id or f"{socket.gethostname()}-{os.getpid()}"),
@@ -295,12 +306,20 @@ def daemon_command(
         stop = anyio.Event()
         async with anyio.create_task_group() as signals:
             # Watched from the start: a SIGTERM while the daemon still connects stops it as cleanly.
-            await signals.start(_watch_signals, stop, signals.cancel_scope)
+            connecting = anyio.CancelScope()
+            await signals.start(_watch_signals, stop, signals.cancel_scope, connecting)
             # Every connection opened (and its types looked up) before the first run, not during it.
             limits = SessionLimits.for_lease(lease_seconds)
-            async with migrated_database(
-                database_url, limits=limits, budget=budget, pooler=pooler, direct_url=direct_url
-            ) as db:
+            async with AsyncExitStack() as opened:
+                with connecting:
+                    db = await opened.enter_async_context(
+                        migrated_database(
+                            database_url, limits=limits, budget=budget, pooler=pooler, direct_url=direct_url
+                        )
+                    )
+                if connecting.cancel_called:
+                    signals.cancel_scope.cancel()
+                    return
                 settings = _fitted(settings, db, poll_seconds)
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))

@@ -74,7 +74,9 @@ _QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
 
 def too_many_clients(url: str, facts: ServerFacts | None, budget: ConnectionBudget | None, exc: BaseException) -> str:
     """One line for a server with no connection left: its max_connections, the budget, what to change."""
-    limit = "unknown" if facts is None or facts.max_connections is None else str(facts.max_connections)
+    limit = (
+        "unknown (no connection to ask)" if facts is None or facts.max_connections is None else facts.max_connections
+    )
     mine = "" if budget is None else f", this daemon's --max-connections {budget.total}"
     return (
         f"{redact(url)} has no connection left ({exc}; its max_connections is {limit}{mine}): "
@@ -356,11 +358,11 @@ class Database:
         for attempt in itertools.count():
             try:
                 return await cls._connect(url, dsn, max_size, min_size, limits, budget, pooler, direct_url)
-            except asyncpg.TooManyConnectionsError as exc:
-                message = too_many_clients(url, None, budget, exc)
+            except TooManyClients as full:
                 if budget is None:
-                    raise ConfigError(message) from None
-                log.warning("%s; retrying", message)
+                    raise ConfigError(str(full)) from None
+                # Once, as a string (the daemon's log filter drops lines that carry an outage's error).
+                log.log(logging.DEBUG if attempt else logging.WARNING, "%s; retrying", str(full))
                 await anyio.sleep(min(_FULL_SERVER_PAUSE_MAX, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 
@@ -377,6 +379,7 @@ class Database:
         direct_url: str | None,
     ) -> Database:
         db: Database | None = None
+        found: ServerFacts | None = None
         try:
             found = await probe(dsn, None if limits is None else limits.answer)
             pooled = found.pooled if pooler is Pooler.AUTO else pooler is Pooler.TRANSACTION
@@ -390,10 +393,10 @@ class Database:
             renewals = None if limits is None else await _create_pool(dsn, priority, limits, RENEWAL, pooled=pooled)
             db = cls(pool, url, limits=limits, renewals=renewals, budget=budget, facts=facts, direct_url=direct_url)
             await db._open(min_size)
-        except asyncpg.TooManyConnectionsError:
+        except asyncpg.TooManyConnectionsError as exc:
             if db is not None:
                 await db.close()
-            raise
+            raise TooManyClients(too_many_clients(url, found, budget, exc)) from None
         except Exception as exc:
             if db is not None:
                 await db.close()
