@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from sagad.actors.claimer import Claimer
 from sagad.actors.compensator import Compensator
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.loop_lag import LoopLag
 from sagad.actors.messages import Compensation, StepWork
@@ -31,7 +32,6 @@ from sagad.actors.ports import FaultPoints, NoFaults, Readiness, Unobserved
 from sagad.actors.reaper import Reaper
 from sagad.actors.relay import FailureRelay
 from sagad.actors.renewer import Renewer
-from sagad.actors.retry import retrying
 from sagad.actors.sampler import StatusSampler
 from sagad.actors.step import StepActor
 from sagad.content.pipeline import builtin_pipeline
@@ -87,7 +87,7 @@ class _Inbox(Generic[T]):
     receive: MemoryObjectReceiveStream[T]
 
     @classmethod
-    def bounded(cls, size: int) -> _Inbox[T]:
+    def of_size(cls, size: int) -> _Inbox[T]:
         send, receive = anyio.create_memory_object_stream[T](size)
         return cls(send, receive)
 
@@ -148,7 +148,7 @@ class Supervisor:
 
     async def _give_back_previous_life(self, stop: anyio.Event) -> bool:
         """Release what this worker id still holds from a killed life; False when told to stop first."""
-        async for attempt in retrying():
+        async for attempt in retry_database_errors():
             with attempt:
                 if stop.is_set():
                     return False
@@ -160,9 +160,9 @@ class Supervisor:
     async def _run(self, stop: anyio.Event, task_status: TaskStatus[None]) -> None:
         s = self.settings
         specs = self.pipeline.steps
-        forward = [_Inbox[StepWork].bounded(s.inbox_size) for _ in specs]
-        backward = [_Inbox[Compensation].bounded(s.inbox_size) for _ in specs]
-        to_compensator = _Inbox[Compensation].bounded(s.inbox_size)
+        forward = [_Inbox[StepWork].of_size(s.inbox_size) for _ in specs]
+        backward = [_Inbox[Compensation].of_size(s.inbox_size) for _ in specs]
+        to_compensator = _Inbox[Compensation].of_size(s.inbox_size)
         wakeup = self._wakeup()
         actors = [
             StepActor(

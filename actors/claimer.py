@@ -10,10 +10,10 @@ from dataclasses import replace
 from anyio.streams.memory import MemoryObjectSendStream
 
 from sagad.actors.batching import send_all
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import Readiness, RunLeases, StepWriter, Unobserved, Wakeup
-from sagad.actors.retry import retrying
 from sagad.domain.rows import StepWrite
 from sagad.domain.runs import ClaimedRun, Lease, RunStatus, WorkerId
 from sagad.domain.steps import Step
@@ -79,7 +79,7 @@ class Claimer:
             # every step, and a claim of the few that just finished would fragment the batches for good.
             await self._ledger.wait_for_room(self._claim_limit)
             limit = min(self._ledger.room(), self._claim_limit)
-            async for attempt in retrying(on_retry):
+            async for attempt in retry_database_errors(on_retry):
                 with attempt:
                     claimed = await self._store.claim(self._worker, limit, self._lease_seconds)
                     if attempt.number > 1:
@@ -114,7 +114,7 @@ class Claimer:
                 continue
             reason = f"{step}: poison run: claimed {{}} times without finishing (limit {self._max_attempts})"
             writes = [StepWrite(r.lease, failure=reason.format(r.attempts)) for r in at_step]
-            async for attempt in retrying():
+            async for attempt in retry_database_errors():
                 with attempt:
                     committed = await self._steps_store.commit_step(step, writes)
             for run, write in zip(at_step, writes, strict=True):
@@ -141,14 +141,13 @@ class Claimer:
         undone: dict[int, list[Compensation]] = defaultdict(list)
         for run in claimed:
             # The table's check constraints make every claimable state routable.
-            brief = run.outputs.get(Step.NORMALIZE_BRIEF, run.brief)
             if run.status is RunStatus.COMPENSATING:
                 failed_step = run.failed_step or run.next_step  # the table's CHECK makes failed_step present
                 reason = run.last_error or "unknown"
-                message = Compensation(run.lease, failed_step, reason, brief, run.outputs)
+                message = Compensation(run.lease, failed_step, reason, run.brief, run.outputs)
                 undone[failed_step.index].append(message)
             else:
-                work[run.next_step.index].append(StepWork(run.lease, brief, run.outputs))
+                work[run.next_step.index].append(StepWork(run.lease, run.brief, run.outputs))
         for index, items in work.items():
             await send_all(steps[index], items)
         for index, messages in undone.items():

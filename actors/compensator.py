@@ -10,19 +10,17 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from sagad.actors.batching import take_available, take_waiting
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
 from sagad.actors.ports import Compensations
-from sagad.actors.retry import retrying
+from sagad.actors.refusals import LOCKED_PAUSE_SECONDS, each_alone_on_refusal
 from sagad.domain.rows import Committed
 from sagad.domain.runs import Lease, RunStatus
 from sagad.errors import PermanentDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-# How long runs whose row another transaction held wait before they are tried again.
-_LOCKED_PAUSE_SECONDS = 0.05
 
 
 class Compensator:
@@ -34,6 +32,7 @@ class Compensator:
         self._metrics = metrics
         self._batch_limit = batch_limit
         self._holding: list[Compensation] = []
+        self._refused: list[tuple[Compensation, PermanentDatabaseError]] = []
 
     def abandon(self) -> list[Lease]:
         leases = [message.lease for message in self._holding]
@@ -47,7 +46,7 @@ class Compensator:
             if again:
                 # Tried again after a pause, with whatever arrives meanwhile (up to the batch limit).
                 batch = again
-                with anyio.move_on_after(_LOCKED_PAUSE_SECONDS):
+                with anyio.move_on_after(LOCKED_PAUSE_SECONDS):
                     while len(batch) < self._batch_limit and not ended:
                         try:
                             batch.append(await inbox.receive())
@@ -67,7 +66,27 @@ class Compensator:
             self._holding = again
 
     async def _compensate(self, batch: Sequence[Compensation]) -> list[Compensation]:
-        """Compensate the batch; returns the runs to try again (their rows were held by another transaction)."""
+        """Compensate the batch; returns the runs to try again (their rows were held by another transaction).
+
+        A batch the database refuses is compensated run by run; the runs it refuses on their own
+        are given back (by the supervisor, once this raises) after the others are done.
+        """
+        parts = await each_alone_on_refusal(batch, self._compensate_once, self._refuse)
+        again = [message for part in parts for message in part]
+        refused, self._refused = self._refused, []
+        if refused:
+            # The supervisor gives back what the actor holds: the refused runs, and the skipped ones,
+            # which would otherwise stay in the ledger, renewed and never compensated.
+            self._holding = [*(message for message, _ in refused), *again]
+            raise refused[-1][1]
+        return again
+
+    async def _refuse(self, message: Compensation, error: PermanentDatabaseError) -> list[Compensation]:
+        self._refused.append((message, error))
+        return []
+
+    async def _compensate_once(self, batch: Sequence[Compensation]) -> list[Compensation]:
+        """One compensation statement for the batch, retrying transient errors."""
         tables = frozenset().union(*(message.tables for message in batch))
 
         def on_retry(error: BaseException) -> None:
@@ -77,33 +96,15 @@ class Compensator:
 
         started = time.perf_counter()
         try:
-            async for attempt in retrying(on_retry):
+            async for attempt in retry_database_errors(on_retry):
                 with attempt:
                     committed = await self._store.compensate([m.lease for m in batch], tables)
         except PermanentDatabaseError:
             self._metrics.db_errors.labels("permanent").inc()
             self._metrics.compensation_failures.inc()
-            if len(batch) == 1:
-                raise  # the supervisor frees the run; the next claim compensates it again
-            return await self._compensate_one_by_one(batch)
+            raise
         self._metrics.compensation_duration.observe(time.perf_counter() - started)
         return self._record(batch, committed)
-
-    async def _compensate_one_by_one(self, batch: Sequence[Compensation]) -> list[Compensation]:
-        """Each run on its own; the runs the database refuses are given back (by the supervisor) after the others."""
-        again: list[Compensation] = []
-        refused: list[Compensation] = []
-        error: PermanentDatabaseError | None = None
-        for message in batch:
-            try:
-                again += await self._compensate([message])
-            except PermanentDatabaseError as refusal:
-                refused.append(message)
-                error = refusal
-        if error is not None:
-            self._holding = refused
-            raise error
-        return again
 
     def _record(self, batch: Sequence[Compensation], committed: Committed) -> list[Compensation]:
         for table, count in committed.rows.items():

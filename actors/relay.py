@@ -10,19 +10,18 @@ reason; any daemon tries it again later, and nothing of the run is deleted until
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy
 from sagad.actors.batching import send_all, take_waiting
-from sagad.actors.calls import LeaseLost, gave_up, retried
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation
 from sagad.actors.ports import CompensationDeferrals
-from sagad.actors.retry import retrying
 from sagad.actors.timeouts import Timeouts
 from sagad.domain.pipeline import StepSpec, UndoContext
 from sagad.domain.runs import Lease, RunId
@@ -109,12 +108,10 @@ class FailureRelay:
         if undo is None:
             return True
         step = spec.step.value
-        brief = message.brief
-        if isinstance(brief, str):
-            try:
-                brief = json.loads(brief)
-            except (ValueError, RecursionError):
-                brief = None
+        try:
+            brief = message.brief
+        except (ValueError, RecursionError):
+            brief = None  # the first step failed on it: the undo gets the run and the reason
 
         async def attempt(_: int) -> None:
             deadline = anyio.current_time() + spec.timeout_seconds
@@ -125,7 +122,7 @@ class FailureRelay:
             self._metrics.undos.labels(step, outcome).inc()
 
         try:
-            await retried(
+            await retry_per_policy(
                 spec.retry,
                 self._timeouts,
                 attempt,
@@ -137,7 +134,7 @@ class FailureRelay:
         except LeaseLost:
             raise
         except Exception as error:
-            reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds)
+            reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds, message.lease)
             log.warning("run %s stays compensating: %s", message.lease.run_id, reason)
             await self._defer(message.lease, reason)
             return False
@@ -146,7 +143,7 @@ class FailureRelay:
     async def _defer(self, lease: Lease, reason: str) -> None:
         """Give the run back, compensating, with why; whoever claims it next tries the undos again."""
         try:
-            async for attempt in retrying():
+            async for attempt in retry_database_errors():
                 with attempt:
                     await self._store.defer_compensations([(lease, reason)], self._retry_seconds)
         except DatabaseError as error:

@@ -11,36 +11,29 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.attempts import truncated
 from sagad.actors.batching import send_all, take_waiting
-from sagad.actors.calls import LOST, Called, StepCaller, bounded
+from sagad.actors.calls import LOST, Called, StepCaller
+from sagad.actors.commit_policy import LINGER_CAP_SECONDS, LINGER_SHARE, CommitPolicy
+from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, StepWriter
+from sagad.actors.refusals import LOCKED_PAUSE_SECONDS, each_alone_on_refusal
 from sagad.actors.relay import FailureRelay
-from sagad.actors.retry import retrying
 from sagad.actors.workers import Workers
 from sagad.domain.pipeline import StepSpec
 from sagad.domain.rows import Committed, StepWrite
 from sagad.domain.runs import Lease, RunId, RunStatus
-from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-# How long to wait before committing again runs whose rows another transaction held, when
-# nothing else is waiting: enough not to spin on a lock held for long.
-_LOCKED_PAUSE_SECONDS = 0.05
-NEAR_COMMIT_SECONDS = 0.01
-"""Longer than a step's commit takes on a database nearby, shorter than one round trip to a far one."""
-LINGER_SHARE = 0.05
-"""Of a step's typical call time, how long a run that finished waits for others to commit with."""
-LINGER_CAP_SECONDS = 0.05
 
 Finished = tuple[StepWork, Called, float]
 
@@ -62,6 +55,7 @@ class StepActor:
         pipeline_after_seconds: float = 0.005,
         linger_share: float = LINGER_SHARE,
         linger_cap_seconds: float = LINGER_CAP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
         self.step = spec.step
@@ -72,8 +66,6 @@ class StepActor:
         self._faults = faults
         self._batch_limit = batch_limit
         self._caller = StepCaller(spec, ledger, metrics)
-        self._normalizes = spec.step is Step.NORMALIZE_BRIEF
-        """Its output is the normalized brief, which later steps get as their brief."""
         self._in_flight = metrics.calls_in_flight.labels(spec.step.value)
         self._commit_durations = {o: metrics.step_duration.labels(spec.step.value, o) for o in ("ok", "failed")}
         self._commit_runs = metrics.commit_batch.labels(spec.step.value)
@@ -85,10 +77,15 @@ class StepActor:
         self._waiting_for_runs = False
         self._committing = 0
         self._last_commit_started = 0.0
-        self._commits_in_flight = commits_in_flight
-        self._pipeline_after = pipeline_after_seconds
-        self._linger_share = linger_share
-        self._linger_cap = linger_cap_seconds
+        self._policy = CommitPolicy(
+            batch_limit,
+            instant=spec.instant,
+            commits_in_flight=commits_in_flight,
+            pipeline_after_seconds=pipeline_after_seconds,
+            linger_share=linger_share,
+            linger_cap_seconds=linger_cap_seconds,
+        )
+        self._clock = clock
         self._closed = False
 
     def abandon(self) -> list[Lease]:
@@ -139,7 +136,7 @@ class StepActor:
             self._finish(work, called)
 
     def _finish(self, work: StepWork, called: Called) -> None:
-        self._finished.append((work, called, time.monotonic()))
+        self._finished.append((work, called, self._clock()))
         # With a commit in flight, the committer wakes when it ends (or by the clock); lingering, when
         # the batch is full (or by the clock).
         if self._waiting_for_runs or len(self._finished) == self._batch_limit:
@@ -151,20 +148,7 @@ class StepActor:
     async def _commit_finished(
         self, forward: MemoryObjectSendStream[StepWork] | None, failures: MemoryObjectSendStream[Compensation]
     ) -> None:
-        """Commit what finished since the last commit, as one statement, then hand each run on.
-
-        One commit is in flight at a time while commits are quick (the next batch gathers meanwhile).
-        Another starts beside it, up to ``commits_in_flight``, only once runs have waited
-        ``pipeline_after`` seconds and the newest commit has taken longer than a near database takes
-        (a database far away): near, each commit would otherwise take the few runs that finished in
-        the last milliseconds, and the server's cost per statement, not the runs, would fill its CPU.
-
-        With no commit in flight, the first run to finish a step that waits on something lingers, up
-        to ``linger_share`` of the step's typical call time (at most ``linger_cap_seconds``) or until
-        the batch is full, for others to commit with. Slow calls finish one by one: committed as they
-        come, in batches of a few, the cost of each statement takes the CPU of the database and of
-        the daemon from the runs. A run of a 1 s step waits 50 ms at most.
-        """
+        """Commit what finished since the last commit, as one statement, then hand each run on, when the policy says."""
         async with anyio.create_task_group() as commits:
             while True:
                 if not self._finished:
@@ -174,34 +158,27 @@ class StepActor:
                     await self._wait_for_change()
                     self._waiting_for_runs = False
                     continue
-                if self._committing:
-                    if self._committing >= self._commits_in_flight:
-                        await self._wait_for_change()
-                        continue
-                    now = time.monotonic()
-                    # Until both have passed: the waiting runs' pause, and a near commit's time.
-                    pause = max(
-                        self._finished[0][2] + self._pipeline_after - now,
-                        self._last_commit_started + NEAR_COMMIT_SECONDS - now,
-                    )
-                    if pause > 0:
-                        await self._wait_for_change(pause)
-                        continue
-                elif not self.spec.instant and len(self._finished) < self._batch_limit:
-                    linger = min(self._linger_cap, self._linger_share * self._caller.typical_seconds)
-                    pause = self._finished[0][2] + linger - time.monotonic()
-                    if pause > 0:
-                        await self._wait_for_change(pause)
-                        continue
+                now = self._clock()
+                pause = self._policy.pause(
+                    now=now,
+                    waiting=len(self._finished),
+                    oldest=self._finished[0][2],
+                    committing=self._committing,
+                    last_started=self._last_commit_started,
+                    typical_call=self._caller.typical_seconds,
+                )
+                if pause > 0:
+                    await self._wait_for_change(pause)
+                    continue
                 batch = self._finished[: self._batch_limit]
                 del self._finished[: len(batch)]
                 self._committing += 1
-                self._last_commit_started = time.monotonic()
+                self._last_commit_started = now
                 commits.start_soon(self._commit_and_hand_on, batch, forward, failures)
 
-    async def _wait_for_change(self, seconds: float | None = None) -> None:
+    async def _wait_for_change(self, seconds: float = math.inf) -> None:
         """Until a run finishes its call or a commit ends (or ``seconds`` pass)."""
-        with anyio.move_on_after(math.inf if seconds is None else seconds):
+        with anyio.move_on_after(seconds):
             await self._changed.wait()
         self._changed = anyio.Event()
 
@@ -230,7 +207,7 @@ class StepActor:
             if again:
                 self._metrics.step_retries.labels(self.step.value, "locked").inc(len(again))
                 if len(again) == len(batch):
-                    await anyio.sleep(_LOCKED_PAUSE_SECONDS)
+                    await anyio.sleep(LOCKED_PAUSE_SECONDS)
                 self._finished.extend(again)
         finally:
             self._committing -= 1
@@ -243,11 +220,28 @@ class StepActor:
         return StepWrite(work.lease, rows=called.result.rows, output=called.output_json)
 
     async def _commit(self, writes: Sequence[StepWrite]) -> tuple[Committed, list[StepWrite]]:
-        """Commit the batch, retrying transient errors; a permanent error fails the runs one by one.
+        """Commit the batch; a batch the database refuses is committed run by run.
 
         Returns what was committed, with the writes as committed: a run the database refused is
         written again as a failure (with the database's reason), and handed on as one.
         """
+        parts = await each_alone_on_refusal(writes, self._commit_once, self._refused)
+        if len(parts) == 1:
+            return parts[0]
+        return _merge([part for part, _ in parts]), [write for _, part_writes in parts for write in part_writes]
+
+    async def _refused(self, write: StepWrite, error: PermanentDatabaseError) -> tuple[Committed, list[StepWrite]]:
+        """A run the database refuses on its own fails, with the database's reason.
+
+        If even that is refused, the actor crashes, and the supervisor frees the run.
+        """
+        log.error("step %s refused run %s: %s", self.step.value, write.lease.run_id, error)
+        if write.failure is not None:
+            raise error
+        return await self._commit_once([StepWrite(write.lease, failure=truncated(f"{self.step.value}: {error}"))])
+
+    async def _commit_once(self, writes: Sequence[StepWrite]) -> tuple[Committed, list[StepWrite]]:
+        """One statement for the batch, retrying transient errors."""
         started = time.perf_counter()
         step = self.step.value
 
@@ -258,18 +252,12 @@ class StepActor:
             self._metrics.step_duration.labels(step, "retried").observe(time.perf_counter() - started)
 
         try:
-            async for attempt in retrying(on_retry):
+            async for attempt in retry_database_errors(on_retry):
                 with attempt:
                     committed = await self._store.commit_step(self.step, writes)
-        except PermanentDatabaseError as error:
+        except PermanentDatabaseError:
             self._metrics.db_errors.labels("permanent").inc()
-            if len(writes) > 1:
-                parts = [await self._commit([write]) for write in writes]
-                return _merge([part for part, _ in parts]), [write for _, part_writes in parts for write in part_writes]
-            log.error("step %s refused run %s: %s", step, writes[0].lease.run_id, error)  # noqa: TRY400
-            if writes[0].failure is not None:
-                raise  # not even the failure could be recorded: the supervisor frees the run
-            return await self._commit([StepWrite(writes[0].lease, failure=bounded(f"{step}: {error}"))])
+            raise
         elapsed = time.perf_counter() - started
         self._commit_runs.observe(len(writes))
         for write in writes:
@@ -289,12 +277,11 @@ class StepActor:
             reason = write.failure or "failed"
             # A call that succeeded may have had effects even if its commit was refused.
             clean = called.clean and result is None
-            return Compensation(lease, self.step, reason, work.brief, work.outputs, undo_failed_step=not clean)
+            return Compensation(lease, self.step, reason, work.submitted, work.outputs, undo_failed_step=not clean)
         if self.spec.step.is_last:
             self._ledger.finish(lease, RunStatus.COMPLETED, committed.owned[lease.run_id])
             return None
-        brief = result.output if self._normalizes else work.brief
-        return StepWork(lease, brief, {**work.outputs, self.step: result.output})
+        return work.after(self.step, called.output)
 
 
 def _merge(parts: Sequence[Committed]) -> Committed:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from sagad.actors.retry import retrying
+from sagad.actors.database_retry import retry_database_errors
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.runs import RunId
 from sagad.store.records import RunEnd
@@ -73,7 +73,7 @@ class Outages:
 
 async def patiently(call: Callable[[], Awaitable[T]], outages: Outages) -> T:
     """``call()``, retried through transient database errors with capped backoff, as the daemon does."""
-    async for attempt in retrying(lambda _: outages.lost()):
+    async for attempt in retry_database_errors(lambda _: outages.lost()):
         with attempt:
             result = await call()
     outages.answered()

@@ -8,7 +8,6 @@ HTTP endpoint among ``--delivery-hosts``: the deliver step POSTs the package the
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import uuid
@@ -16,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
 from sagad.content.delivery import Delivery
 from sagad.content.draft import generate_draft
 from sagad.content.normalize import normalize_brief
 from sagad.content.qc import qc_evaluate
 from sagad.content.strategy import generate_strategy
-from sagad.domain.pipeline import Pipeline, StepCall, StepContext, StepResult, StepSpec
+from sagad.domain.pipeline import Pipeline, StepCall, StepContext, StepResult, StepSpec, brief_after
 from sagad.domain.runs import RunId
 from sagad.domain.steps import Step
 from sagad.errors import StepFailed
@@ -110,17 +111,14 @@ async def walk(pipeline: Pipeline, run_id: uuid.UUID, submitted: Any) -> Walk:
 
     Tests and benchmarks use it to know each run's rows and ending.
     """
-    brief = json.loads(submitted) if isinstance(submitted, str) else submitted
     outputs: dict[Step, Any] = {}
     results: list[StepResult] = []
     for spec in pipeline.steps:
-        ctx = StepContext(RunId(run_id), brief, dict(outputs), deadline=math.inf)
+        ctx = StepContext(RunId(run_id), brief_after(submitted, outputs), dict(outputs), deadline=math.inf)
         try:
             result = await spec.call(ctx)
         except StepFailed as failure:
             return Walk(tuple(results), spec.step, f"{spec.step}: {failure}")
         results.append(result)
-        outputs[spec.step] = json.loads(json.dumps(result.output))  # as a resumed run reads it back
-        if spec.step is Step.NORMALIZE_BRIEF:
-            brief = outputs[spec.step]
+        outputs[spec.step] = orjson.loads(orjson.dumps(result.output))  # as the daemon hands it on
     return Walk(tuple(results), None, None)

@@ -13,6 +13,7 @@ cancel scope: it is cancelled when its timeout passes or when the run's lease is
 from __future__ import annotations
 
 import inspect
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -40,7 +41,9 @@ class StepContext:
     """When the call is cancelled unless it has returned (``anyio.current_time()`` clock); infinite for an
     instant step, which is never interrupted."""
     attempt: int = 1
-    """1 for the first call of this step for this run in this daemon, then 2, 3, ..."""
+    """1 for the first call of this step for this run in this claim, then 2, 3, ...; a run taken over by
+    another daemon (a new claim) starts again at 1, so a call may be made up to the retry policy's attempts
+    times per claim, and a run is claimed at most ``--max-attempts`` times."""
 
     def key(self, entity: str) -> uuid.UUID:
         """The key of ``entity`` (e.g. ``"asset/email/headline"``) in this run: the same on every retry."""
@@ -66,6 +69,26 @@ class UndoContext:
     """Why the run is compensated."""
     deadline: float
 
+    def key(self, entity: str) -> uuid.UUID:
+        """The key the step's call gave ``entity`` in this run (``StepContext.key``): to find what it made."""
+        return row_key(self.run_id, entity)
+
+
+def brief_after(submitted: JSON, outputs: Mapping[Step, JSON]) -> JSON:
+    """The brief a step gets, given the outputs of the steps a run has passed.
+
+    Once the first step has run, its output (the normalized brief); before, the brief as submitted,
+    decoded when it is the JSON text the database keeps. Raises ValueError (or RecursionError) for
+    text Python cannot read: the first step's call then fails its run alone.
+    """
+    normalized = outputs.get(_FIRST_STEP, _NOT_YET)
+    if normalized is not _NOT_YET:
+        return normalized
+    return json.loads(submitted) if isinstance(submitted, str) else submitted
+
+
+_FIRST_STEP = Step.NORMALIZE_BRIEF
+_NOT_YET = object()
 
 StepCall = Callable[[StepContext], Awaitable[StepResult]]
 Undo = Callable[[UndoContext], Awaitable[None]]

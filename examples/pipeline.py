@@ -25,17 +25,27 @@ from typing import Any, cast
 import aiohttp
 import anyio
 
+from sagad import (
+    Pipeline,
+    RetryPolicy,
+    Step,
+    StepContext,
+    StepFailed,
+    StepResult,
+    StepSpec,
+    TransientStepError,
+    UndoContext,
+)
 from sagad.content import delivery, draft, qc, strategy
 from sagad.content.brief import BriefData
 from sagad.content.normalize import normalize_brief
-from sagad.domain.pipeline import Pipeline, RetryPolicy, StepContext, StepResult, StepSpec, UndoContext
-from sagad.domain.steps import Step
-from sagad.errors import StepFailed, TransientStepError
 
 SERVICE_SECONDS = float(os.environ.get("EXAMPLE_SERVICE_SECONDS", "0.05"))
 """How long each stand-in service takes to answer."""
 CMS_URL = os.environ.get("EXAMPLE_CMS_URL", "")
 """Where delivery POSTs packages (e.g. the loopback receiver); empty: packages are only recorded."""
+DELIVERIES = 50
+"""Deliveries in flight at once; as many undos (retractions) may run beside them."""
 
 
 async def _service(ctx: StepContext, name: str) -> None:
@@ -73,7 +83,10 @@ class Cms:
     @asynccontextmanager
     async def connected(self) -> AsyncIterator[None]:
         """The session every delivery shares, open while the daemon runs (the pipeline's lifespan)."""
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        # aiohttp caps a session at 100 connections by default: a silent queue in front of the CMS once
+        # the step's calls and its undos outnumber it. Sized to what the pipeline lets run at once.
+        connector = aiohttp.TCPConnector(limit=2 * DELIVERIES)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
             self._session = session
             yield
 
@@ -116,7 +129,9 @@ def build() -> Pipeline:
             StepSpec(Step.GENERATE_STRATEGY, generate_strategy, timeout_seconds=30, retry=services, concurrency=200),
             StepSpec(Step.GENERATE_DRAFT, generate_draft, timeout_seconds=60, retry=services, concurrency=200),
             StepSpec(Step.QC_EVALUATE, qc_evaluate, timeout_seconds=30, retry=services, concurrency=200),
-            StepSpec(Step.DELIVER, cms.deliver, undo=cms.retract, timeout_seconds=30, retry=services, concurrency=50),
+            StepSpec(
+                Step.DELIVER, cms.deliver, undo=cms.retract, timeout_seconds=30, retry=services, concurrency=DELIVERIES
+            ),
         ),
         lifespan=cms.connected,
     )

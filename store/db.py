@@ -122,6 +122,7 @@ _BOUND_TYPES = "SELECT $1::uuid[], $2::bigint[], $3::int[], $4::smallint[], $5::
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     # Executed, not just prepared: a bare prepare (Parse/Describe/Flush) leaves the session mid-statement.
     await conn.execute(_BOUND_TYPES, *[None] * 7)
 

@@ -11,9 +11,12 @@ from collections.abc import Sequence
 
 from sagad.domain.runs import Lease
 
+FENCE_PARAMS = ("run_ids", "tokens", "worker")
+"""What the fence reads, as $1-$3: a statement built on it names these first (``Statement.params``)."""
+
 
 def locked_leases(where: str, extra_columns: str = "", extra_aliases: str = "", *, skip_locked: bool = False) -> str:
-    """CTEs ``held`` (from $1 ids, $2 tokens, $3 worker) and ``locked`` (the rows the fence lets through).
+    """CTEs ``held`` (from ``FENCE_PARAMS``) and ``locked`` (the rows the fence lets through).
 
     ``extra_columns`` names more unnest inputs and ``extra_aliases`` their names in ``held``, e.g.
     ``", $4::text[]"`` and ``", failure"``. ``skip_locked`` passes over rows another transaction

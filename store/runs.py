@@ -62,14 +62,14 @@ _CLAIM = """
     WHERE r.id = c.id
     RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
               r.attempts,
-              (SELECT jsonb_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
+              (SELECT json_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
 """
 
 # Runs this worker holds that it does not know of: a claim that committed but whose answer was lost.
 # Only unexpired leases: an expired one may be taken by any daemon, this one included, by a claim.
 _UNANSWERED = """
     SELECT r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
-           r.attempts, (SELECT jsonb_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
+           r.attempts, (SELECT json_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
     FROM workflow_runs r
     WHERE r.available_at > now() AND r.claimed_by = $1 AND NOT (r.id = ANY($2::uuid[]))
 """

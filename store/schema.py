@@ -9,6 +9,7 @@ CASCADE on purpose: compensation itself must delete children before parents.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -91,13 +92,15 @@ workflow_runs = Table(
 
 # Each committed step's output, so that a run resumed by another daemon gets exactly what its
 # earlier steps handed on. No foreign key: the step's commit already holds the run row, and a
-# reference would lock it once more per output (the audit checks that none is orphaned).
+# reference would lock it once more per output (the audit checks that none is orphaned). Kept as
+# `json`, the text the step's encoder wrote: `jsonb` would reorder an object's keys, and a resumed
+# run must see the very value the next step would have been handed in memory.
 step_outputs = Table(
     "step_outputs",
     metadata,
     Column("run_id", UUID(as_uuid=True), primary_key=True),
     Column("step", SmallInteger, primary_key=True),
-    Column("output", JSONB, nullable=False),
+    Column("output", JSON, nullable=False),
     Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
 )
 

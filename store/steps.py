@@ -11,8 +11,9 @@ from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
-from sagad.store.fence import lease_arrays, locked_leases, skipped_leases
+from sagad.store.fence import FENCE_PARAMS, lease_arrays, locked_leases, skipped_leases
 from sagad.store.schema import children_first, tables_of_step
+from sagad.store.statements import Statement
 from sagad.store.writes import column_arrays, delete_statement, insert_statement, written_columns
 
 _ADVANCE = """
@@ -34,10 +35,11 @@ _ADVANCE = """
 
 _KEEP_OUTPUTS = """
     INSERT INTO step_outputs (run_id, step, output)
-    SELECT h.id, $5, h.output::jsonb FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    SELECT h.id, $5, h.output::json FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
     ON CONFLICT DO NOTHING
 """
-_FENCE_PARAMS = 8
+# What a step's commit binds, after the fence's: $4 failures ... $8 outputs, then the row arrays.
+_STEP_PARAMS = (*FENCE_PARAMS, "failures", "step_index", "is_last", "step_name", "outputs")
 _STEP_FENCE = "r.status = 'running' AND r.next_step = $5"
 
 # A retry after a connection was lost may find its first attempt committed: the run is already
@@ -51,29 +53,31 @@ _ALREADY_PAST_STEP = """
 
 
 @cache
-def step_statement(step: Step) -> str:
+def step_statement(step: Step) -> Statement:
     """A step's whole commit as ONE statement (one round trip, atomic without BEGIN/COMMIT).
 
-    $1-$8 fence and advance the runs and keep their outputs; then one array per column of each
-    table the step writes, inserted only for the runs the fence let through and that did not fail.
-    Each run comes back ``owned`` (written, or found written by an earlier attempt) or ``skipped``
-    (another transaction holds its row); a run not returned lost its lease.
+    The fence and ``_STEP_PARAMS`` advance the runs and keep their outputs; then one array per
+    column of each table the step writes (named ``table.column``), inserted only for the runs the
+    fence let through and that did not fail. Each run comes back ``owned`` (written, or found
+    written by an earlier attempt) or ``skipped`` (another transaction holds its row); a run not
+    returned lost its lease.
     """
     parts = [
         locked_leases(_STEP_FENCE, ", $4::text[], $8::text[]", ", failure, output", skip_locked=True),
         f"advanced AS ({_ADVANCE})",
         f"outputs AS ({_KEEP_OUTPUTS})",
     ]
-    param = _FENCE_PARAMS + 1
+    params = list(_STEP_PARAMS)
     for table in tables_of_step(step):
-        insert = insert_statement(table.name, param, "SELECT id FROM advanced WHERE ok")
+        insert = insert_statement(table.name, len(params) + 1, "SELECT id FROM advanced WHERE ok")
         parts.append(f"insert_{table.name} AS ({insert})")
-        param += len(written_columns(table.name))
-    return (
+        params += [f"{table.name}.{column}" for column in written_columns(table.name)]
+    sql = (
         f"WITH {', '.join(parts)} SELECT id, age, 'owned' AS state FROM advanced "
         f"UNION ALL {_ALREADY_PAST_STEP} "
         f"UNION ALL SELECT id, 0::float8, 'skipped' FROM ({skipped_leases(_STEP_FENCE)}) AS s"
     )
+    return Statement(sql, tuple(params))
 
 
 _FINISH_COMPENSATION = """
@@ -96,7 +100,7 @@ _DOOMED = "ARRAY(SELECT id FROM finished)"
 
 
 @cache
-def compensation_statement(tables: frozenset[str]) -> str:
+def compensation_statement(tables: frozenset[str]) -> Statement:
     """A compensation of many runs as ONE statement: mark them compensated and delete all their rows.
 
     The deletes come children first; PostgreSQL checks the foreign keys at the end of the
@@ -113,17 +117,19 @@ def compensation_statement(tables: frozenset[str]) -> str:
     for table in (*children_first(tables), "step_outputs"):
         parts.append(f"delete_{table} AS ({delete_statement(table, _DOOMED)})")
         counts.append(f"SELECT '{table}', NULL::uuid, count(*)::float8 FROM delete_{table}")
-    return (
+    sql = (
         f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value FROM finished "
         f"UNION ALL {_ALREADY_COMPENSATED} "
         f"UNION ALL SELECT 'skipped', id, 0::float8 FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
         f"UNION ALL {' UNION ALL '.join(counts)}"
     )
+    return Statement(sql, FENCE_PARAMS)
 
 
 # An undo that keeps failing: the run stays compensating, given back with the reason, to be
 # tried again (by any daemon) once ``available_at`` comes.
-_DEFER_COMPENSATION = f"""
+_DEFER_COMPENSATION = Statement(
+    f"""
     WITH {locked_leases(_COMPENSATION_FENCE, ", $4::text[]", ", error")}
     UPDATE workflow_runs r SET
         compensation_error = h.error, claimed_by = NULL,
@@ -131,7 +137,9 @@ _DEFER_COMPENSATION = f"""
     FROM locked l JOIN held h ON h.id = l.id
     WHERE r.id = l.id
     RETURNING r.id
-"""
+""",
+    (*FENCE_PARAMS, "errors", "retry_seconds"),
+)
 
 
 class StepStore:
@@ -154,13 +162,26 @@ class StepStore:
             if write.failure is None:
                 for table, rows in write.rows.items():
                     by_table[table].extend(rows)
+        values: dict[str, object] = {
+            "run_ids": ids,
+            "tokens": tokens,
+            "worker": self._worker,
+            "failures": failures,
+            "step_index": step.index,
+            "is_last": step.is_last,
+            "step_name": step.value,
+            "outputs": outputs,
+        }
         try:
-            arrays = [array for t in tables_of_step(step) for array in column_arrays(t.name, by_table[t.name])]
+            for written in tables_of_step(step):
+                name = written.name
+                arrays = column_arrays(name, by_table[name])
+                values.update(zip((f"{name}.{column}" for column in written_columns(name)), arrays, strict=True))
         except (KeyError, TypeError, ValueError) as error:  # a row missing a column, or a value JSON cannot hold
             raise PermanentDatabaseError(f"rows the database cannot take: {type(error).__name__}: {error}") from None
-        params = (ids, tokens, self._worker, failures, step.index, step.is_last, step.value, outputs, *arrays)
+        statement = step_statement(step)
         async with self._db.connection() as conn:
-            rows = await conn.fetch(step_statement(step), *params)
+            rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(
             owned={RunId(row["id"]): row["age"] for row in rows if row["state"] == "owned"},
             skipped=frozenset(RunId(row["id"]) for row in rows if row["state"] == "skipped"),
@@ -169,8 +190,10 @@ class StepStore:
     async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed:
         """One statement: mark the runs compensated and delete their rows and outputs, children first."""
         ids, tokens = lease_arrays(leases)
+        statement = compensation_statement(tables)
+        values = {"run_ids": ids, "tokens": tokens, "worker": self._worker}
         async with self._db.connection() as conn:
-            rows = await conn.fetch(compensation_statement(tables), ids, tokens, self._worker)
+            rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(
             owned={RunId(row["id"]): row["value"] for row in rows if row["kind"] == "run"},
             rows={row["kind"]: int(row["value"]) for row in rows if row["id"] is None},
@@ -181,5 +204,12 @@ class StepStore:
         """Give back compensating runs with the reason they are held up; any daemon retries them later."""
         ids, tokens = lease_arrays([lease for lease, _ in errors])
         reasons = [reason for _, reason in errors]
-        rows = await self._db.fetch(_DEFER_COMPENSATION, ids, tokens, self._worker, reasons, retry_seconds)
+        values = {
+            "run_ids": ids,
+            "tokens": tokens,
+            "worker": self._worker,
+            "errors": reasons,
+            "retry_seconds": retry_seconds,
+        }
+        rows = await self._db.fetch(_DEFER_COMPENSATION.sql, *_DEFER_COMPENSATION.args(values))
         return {RunId(row["id"]) for row in rows}

@@ -112,7 +112,7 @@ async def test_a_delivery_whose_answer_never_came_is_retracted_when_the_run_is_c
     status = await runs.status(next(iter(endings)))
     assert status is not None
     assert status.last_error is not None
-    assert "gave up after 2 attempts: POST" in status.last_error
+    assert "gave up after 2 attempts (claim 1): POST" in status.last_error
     assert "timed out" in status.last_error
     assert status.compensation_error is None
 

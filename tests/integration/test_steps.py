@@ -13,6 +13,7 @@ import pytest
 from sagad.content.pipeline import builtin_pipeline, walk
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.pipeline import Pipeline, RetryPolicy, StepCall, StepContext, StepResult, UndoContext
+from sagad.domain.rows import row_key
 from sagad.domain.runs import RunId
 from sagad.domain.steps import Step
 from sagad.errors import TransientStepError
@@ -82,6 +83,47 @@ async def test_a_run_resumed_by_another_daemon_gets_exactly_the_outputs_committe
     assert set(await stored_outputs(db, run_ids[0])) == set(Step)
 
 
+async def test_a_later_step_sees_the_same_output_straight_through_and_after_a_takeover(
+    db: Database, runs: RunStore
+) -> None:
+    """A UUID, a tuple and keys out of sorted order arrive as the committed JSON decodes them, on both paths."""
+    run_ids = await submit(runs, Ending.COMPLETED, 4)
+    straight, resumed = run_ids[:2], run_ids[2:]
+    write_strategy = BUILTIN.spec(Step.GENERATE_STRATEGY).call
+    write_draft = BUILTIN.spec(Step.GENERATE_DRAFT).call
+
+    async def odd_output(ctx: StepContext) -> StepResult:
+        result = await write_strategy(ctx)
+        odd = {"zeta": ctx.key("plan"), "alpha": (1, 2), "mid": {"b": 1, "a": 2}, "real": result.output}
+        return StepResult(result.rows, odd)
+
+    seen: dict[RunId, Any] = {}
+    never = anyio.Event()
+
+    async def draft(ctx: StepContext) -> StepResult:
+        output = ctx.outputs[Step.GENERATE_STRATEGY]
+        seen[ctx.run_id] = (repr(output["zeta"]), repr(output["alpha"]), list(output), list(output["mid"]))
+        return await write_draft(replace(ctx, outputs={**ctx.outputs, Step.GENERATE_STRATEGY: output["real"]}))
+
+    async def stuck_for_resumed(ctx: StepContext) -> StepResult:
+        if ctx.run_id in resumed:
+            await never.wait()
+        return await draft(ctx)
+
+    strange = changed(BUILTIN, Step.GENERATE_STRATEGY, call=odd_output)
+    first = changed(strange, Step.GENERATE_DRAFT, call=stuck_for_resumed, instant=False)
+    async with running_daemon(db, worker="first", pipeline=first, drain_seconds=0):
+        await wait_terminal(db, straight)
+        await wait_count(db, "SELECT count(*) FROM step_outputs", 5 * len(straight) + 2 * len(resumed), seconds=20)
+    second = changed(strange, Step.GENERATE_DRAFT, call=draft)
+    async with running_daemon(db, worker="second", pipeline=second):
+        assert set((await wait_terminal(db, run_ids)).values()) == {"completed"}
+
+    for run_id in run_ids:
+        key = repr(str(row_key(run_id, "plan")))
+        assert seen[run_id] == (key, "[1, 2]", ["zeta", "alpha", "mid", "real"], ["b", "a"]), run_id
+
+
 async def test_a_step_that_times_out_is_retried_then_fails_the_run_naming_its_timeout(
     db: Database, runs: RunStore
 ) -> None:
@@ -97,7 +139,7 @@ async def test_a_step_that_times_out_is_retried_then_fails_the_run_naming_its_ti
     assert retried == len(run_ids)  # two attempts each: one retry
     status = await runs.status(run_ids[0])
     assert status is not None
-    assert status.last_error == "generate_strategy: gave up after 2 attempts: timed out after 0.05 s"
+    assert status.last_error == "generate_strategy: gave up after 2 attempts (claim 1): timed out after 0.05 s"
     assert await rows_of(db, run_ids[0]) == dict.fromkeys(TABLES, 0)
 
 
@@ -207,7 +249,9 @@ async def test_an_undo_that_keeps_failing_leaves_the_run_compensating_with_its_r
         status = await runs.status(run_id)
         assert status is not None
         assert status.status == "compensating"
-        assert status.compensation_error == ("undo of generate_strategy: gave up after 2 attempts: ads service down")
+        assert status.compensation_error == (
+            "undo of generate_strategy: gave up after 2 attempts (claim 1): ads service down"
+        )
         assert status.last_error is not None
         assert status.last_error.startswith("qc_evaluate: QC score")
         assert (await rows_of(db, run_id))["strategy_document"] == 1, "a compensation was half done"

@@ -87,6 +87,7 @@ SAFE_INTERPOLATIONS = {
     ("step_statement", "_ADVANCE"): "a module constant without interpolation",
     ("step_statement", "table.name"): "a Table of store.schema (tables_of_step)",
     ("step_statement", "insert"): "an insert_statement() output",
+    ("step_statement", "column"): "a parameter's name (table.column) for Statement.params, never SQL text",
     ("insert_statement", "table.name"): "metadata.tables[table_name]: KeyError for any name not in the schema",
     ("insert_statement", "', '.join(columns)"): "column names of that table (written_columns)",
     ("insert_statement", "', '.join(selects)"): "u.<column> for those columns",
@@ -120,14 +121,18 @@ class Module:
 
     @property
     def constants(self) -> dict[str, ast.expr]:
-        """Module-level ``NAME = <str or f-string>`` assignments."""
+        """Module-level ``NAME = <str or f-string>`` assignments, and ``NAME = Statement(<str or f-string>, ...)``."""
         found: dict[str, ast.expr] = {}
         for node in self.tree.body:
             if (
                 isinstance(node, ast.Assign)
                 and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)
-                and (isinstance(node.value, ast.JoinedStr) or _is_text(node.value))
+                and (
+                    isinstance(node.value, ast.JoinedStr)
+                    or _is_text(node.value)
+                    or _statement_constant(node.value) is not None
+                )
             ):
                 found[node.targets[0].id] = node.value
         return found
@@ -184,8 +189,41 @@ def unchecked_statements(modules: list[Module]) -> tuple[int, list[str]]:
             continue
         if isinstance(sql, ast.Name) and (module.name, function.name, sql.id) in PASS_THROUGH:
             continue
+        if isinstance(sql, ast.Attribute) and sql.attr == "sql" and _a_statement(sql.value, module, function):
+            continue
         unexplained.append(_where(module, call))
     return sites, unexplained
+
+
+def _builder_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BUILDERS
+
+
+def _statement_constant(value: ast.expr) -> ast.JoinedStr | ast.Constant | None:
+    """The SQL of ``Statement(<sql>, ...)`` held by a module constant."""
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "Statement" and value.args:
+        sql = value.args[0]
+        if isinstance(sql, ast.JoinedStr | ast.Constant):
+            return sql
+    return None
+
+
+def _a_statement(node: ast.expr, module: Module, function: Scope) -> bool:
+    """``<statement>.sql``: a builder's, a module constant's ``Statement(...)``, or a local bound to a builder's."""
+    if _builder_call(node):
+        return True
+    if not isinstance(node, ast.Name):
+        return False
+    constant = module.constants.get(node.id)
+    if constant is not None and _statement_constant(constant) is not None:
+        return True
+    assigned = [
+        statement.value
+        for statement in ast.walk(function)
+        if isinstance(statement, ast.Assign)
+        and any(isinstance(target, ast.Name) and target.id == node.id for target in statement.targets)
+    ]
+    return bool(assigned) and all(_builder_call(value) for value in assigned)
 
 
 def _sql_fstrings(modules: list[Module]) -> Iterator[tuple[Module, str, ast.JoinedStr]]:
@@ -202,6 +240,9 @@ def _sql_fstrings(modules: list[Module]) -> Iterator[tuple[Module, str, ast.Join
             # Private constants may be sent from another function of the module, or spliced into builders.
             if isinstance(value, ast.JoinedStr) and (name in sent.get(module.name, ()) or name.startswith("_")):
                 yield module, "<module>", value
+            statement_sql = _statement_constant(value)
+            if isinstance(statement_sql, ast.JoinedStr):
+                yield module, "<module>", statement_sql
         for function in module.functions():
             if function.name in BUILDERS | FRAGMENTS:
                 for node in ast.walk(function):
@@ -318,8 +359,8 @@ def _statements() -> dict[str, str]:
     for table in metadata.tables.values():
         texts[f"insert into {table.name}"] = writes.insert_statement(table.name)
     for step in Step:
-        texts[f"commit of {step}"] = steps.step_statement(step)
-        texts[f"compensation up to {step}"] = steps.compensation_statement(frozenset(step.tables))
+        texts[f"commit of {step}"] = steps.step_statement(step).sql
+        texts[f"compensation up to {step}"] = steps.compensation_statement(frozenset(step.tables)).sql
     for invariant, query in audit._checks():
         texts[f"audit: {invariant}"] = query
     for module, _, call in _sql_call_sites(_store_modules()):  # literal statements at the call sites

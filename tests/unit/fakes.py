@@ -3,12 +3,15 @@
 Fakes of the ports, never of SQL: ``FakeStore`` keeps runs, leases and committed steps in dicts and
 keeps each promise its protocols make. A write is fenced as the store fences it: only the current
 holder (worker and token) of a run at the right status and step gets it into ``Committed.owned``.
-A run can be marked locked by another transaction (it comes back in ``Committed.skipped``), taken
-over by another daemon, and chosen calls can be made to raise chosen database errors.
+A run can be marked locked by another transaction (claims, renewals and releases pass over it; a
+write reports it in ``Committed.skipped``), taken over by another daemon, its lease made to run
+out, and chosen calls can be made to raise chosen database errors. ``tests/conformance`` holds
+these promises to the SQL stores' behaviour.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -22,11 +25,12 @@ import anyio
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from sagad.actors.commit_policy import LINGER_CAP_SECONDS, LINGER_SHARE
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import Compensation, StepWork
 from sagad.actors.ports import FaultPoints, NoFaults
 from sagad.actors.relay import FailureRelay
-from sagad.actors.step import LINGER_CAP_SECONDS, LINGER_SHARE, StepActor
+from sagad.actors.step import StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
 from sagad.domain.rows import Committed, Row, StepWrite
 from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, StatusSample, WorkerId
@@ -59,6 +63,8 @@ class FakeRun:
     token: int = 0
     claimed_by: WorkerId | None = None
     claimable: bool = True
+    available_since: int = 0
+    """When it last became claimable (a logical clock): claims take the longest available first."""
     outputs: dict[Step, Any] = field(default_factory=dict)
     rows: dict[str, list[Row]] = field(default_factory=dict)
     submitted: float = field(default_factory=time.monotonic)
@@ -103,11 +109,11 @@ class FakeStore:
         self.compensations: list[list[RunId]] = []
         """Every compensate call (those that raised too), with its runs."""
         self.released: list[RunId] = []
-        self.deferred: dict[RunId, str] = {}
         self.ended = 0
         """Runs that reached a terminal state."""
         self._faults: list[_Fault] = []
-        self._locked: dict[RunId, int] = {}
+        self._locked: dict[RunId, int | None] = {}
+        self._clock = itertools.count(1)
         self._gates: dict[str, Gate] = {}
         self._serial = 0
         self._changed = anyio.Event()
@@ -137,6 +143,7 @@ class FakeStore:
             last_error=last_error,
             outputs=dict(outputs or {}),
             attempts=attempts,
+            available_since=next(self._clock),
         )
         self._change()
         return run_id
@@ -170,9 +177,21 @@ class FakeStore:
         else:
             await checkpoint()
 
-    def lock(self, run_id: RunId, times: int = 1) -> None:
-        """Another transaction holds the run's row for the next ``times`` writes: they skip it."""
+    def lock(self, run_id: RunId, times: int | None = 1) -> None:
+        """Another transaction holds the run's row for the next ``times`` statements locking it (None: until unlock)."""
         self._locked[run_id] = times
+
+    def unlock(self, run_id: RunId) -> None:
+        self._locked.pop(run_id, None)
+
+    def expire(self, run_ids: Iterable[RunId]) -> None:
+        """The leases (or deferrals) of these runs run out now: any daemon may claim them."""
+        for run_id in run_ids:
+            run = self.runs[run_id]
+            if not run.claimable and not run.status.is_terminal:
+                run.claimable = True
+                run.available_since = next(self._clock)
+        self._change()
 
     def take_over(self, run_id: RunId, worker: WorkerId = PEER) -> Lease:
         """Another daemon claims the run: a new token, another holder."""
@@ -185,6 +204,11 @@ class FakeStore:
 
     def lease(self, run_id: RunId) -> Lease:
         return Lease(run_id, LeaseToken(self.runs[run_id].token))
+
+    @property
+    def deferred(self) -> dict[RunId, str]:
+        """Compensating runs given back with the reason they are held up."""
+        return {run.run_id: run.compensation_error for run in self.runs.values() if run.compensation_error}
 
     def by_status(self, status: RunStatus) -> set[RunId]:
         return {run.run_id for run in self.runs.values() if run.status is status}
@@ -217,10 +241,14 @@ class FakeStore:
         return run
 
     def _is_locked(self, run_id: RunId) -> bool:
-        left = self._locked.get(run_id, 0)
-        if left:
+        if run_id not in self._locked:
+            return False
+        left = self._locked[run_id]
+        if left is not None:
+            if left == 0:
+                return False
             self._locked[run_id] = left - 1
-        return left > 0
+        return True
 
     def _age(self, run: FakeRun) -> float:
         return max(0.0, time.monotonic() - run.submitted)
@@ -232,28 +260,26 @@ class FakeStore:
         self.step_commits.append((step, [write.lease.run_id for write in writes]))
         self._raise_if_told("commit_step", (w.lease.run_id for w in writes if w.failure is None))
         owned: dict[RunId, float] = {}
-        rows: dict[str, int] = {}
         skipped: set[RunId] = set()
         for write in writes:
             run = self.runs.get(write.lease.run_id)
             if run is None or run.token != write.lease.token:
-                continue
-            if run.status is RunStatus.COMPLETED and step.is_last:
-                owned[run.run_id] = self._age(run)  # an earlier attempt of this commit went through
-            elif run.claimed_by != self.worker:
-                continue
-            elif run.status is RunStatus.RUNNING and run.next_step is step:
+                continue  # claimed again since: lost
+            ours = run.claimed_by == self.worker
+            if ours and run.status is RunStatus.RUNNING and run.next_step is step:
                 if self._is_locked(run.run_id):
                     skipped.add(run.run_id)
-                    continue
-                self._advance(run, step, write, rows)
-                owned[run.run_id] = self._age(run)
-            elif run.next_step > step or (run.status is RunStatus.COMPENSATING and run.failed_step is step):
+                else:
+                    self._advance(run, step, write)
+                    owned[run.run_id] = self._age(run)
+            elif (
+                ours and (run.next_step > step or (run.status is RunStatus.COMPENSATING and run.failed_step is step))
+            ) or (run.status is RunStatus.COMPLETED and step.is_last):
                 owned[run.run_id] = self._age(run)  # an earlier attempt of this commit went through
         self._change()
-        return Committed(owned=owned, rows=rows, skipped=frozenset(skipped))
+        return Committed(owned=owned, skipped=frozenset(skipped))
 
-    def _advance(self, run: FakeRun, step: Step, write: StepWrite, rows: dict[str, int]) -> None:
+    def _advance(self, run: FakeRun, step: Step, write: StepWrite) -> None:
         if write.failure is not None:
             run.status = RunStatus.COMPENSATING
             run.failed_step = step
@@ -261,7 +287,6 @@ class FakeStore:
             return
         for table, table_rows in write.rows.items():
             run.rows.setdefault(table, []).extend(table_rows)
-            rows[table] = rows.get(table, 0) + len(table_rows)
         run.outputs[step] = json.loads(write.output)
         if step.is_last:
             self.ended += 1
@@ -278,7 +303,7 @@ class FakeStore:
         self.compensations.append([lease.run_id for lease in leases])
         self._raise_if_told("compensate", (lease.run_id for lease in leases))
         owned: dict[RunId, float] = {}
-        rows: dict[str, int] = {}
+        rows = dict.fromkeys([*tables, "step_outputs"], 0)  # every table, as many deletes as it was given
         skipped: set[RunId] = set()
         for lease in leases:
             run = self.runs.get(lease.run_id)
@@ -291,12 +316,13 @@ class FakeStore:
             if self._is_locked(run.run_id):
                 skipped.add(run.run_id)
                 continue
-            for table in [*tables, "step_outputs"]:
-                gone = len(run.outputs) if table == "step_outputs" else len(run.rows.pop(table, []))
-                rows[table] = rows.get(table, 0) + gone
+            for table in tables:
+                rows[table] += len(run.rows.pop(table, []))
+            rows["step_outputs"] += len(run.outputs)
             run.outputs.clear()
             self.ended += 1
             run.status = RunStatus.COMPENSATED
+            run.compensation_error = None
             run.claimed_by = None
             run.claimable = False
             owned[run.run_id] = self._age(run)
@@ -307,13 +333,12 @@ class FakeStore:
         await self._enter("defer_compensations")
         self._raise_if_told("defer_compensations", (lease.run_id for lease, _ in errors))
         deferred = set()
-        for lease, reason in errors:
+        for lease, reason in errors:  # a row held elsewhere is waited for, as the store does: no skipping here
             run = self._holds(self.worker, lease)
             if run is not None and run.status is RunStatus.COMPENSATING:
                 run.compensation_error = reason
                 run.claimed_by = None
-                run.claimable = False  # not before retry_seconds: a test makes it claimable by hand
-                self.deferred[run.run_id] = reason
+                run.claimable = False  # not before retry_seconds: a test lets them pass with ``expire``
                 deferred.add(run.run_id)
         self._change()
         return deferred
@@ -324,10 +349,11 @@ class FakeStore:
         await self._enter("claim")
         self._raise_if_told("claim", ())
         claimed: list[ClaimedRun] = []
-        for run in self.runs.values():
+        available = (run for run in self.runs.values() if run.claimable and not run.status.is_terminal)
+        for run in sorted(available, key=lambda run: run.available_since):
             if len(claimed) == limit:
                 break
-            if not run.claimable or run.status.is_terminal:
+            if self._is_locked(run.run_id):
                 continue
             run.status = RunStatus.RUNNING if run.status is RunStatus.PENDING else run.status
             run.token += 1
@@ -358,13 +384,20 @@ class FakeStore:
         return [
             self._claimed(run)
             for run in self.runs.values()
-            if run.claimed_by == worker and run.status in _ACTIVE and run.run_id not in set(known)
+            if run.claimed_by == worker and not run.claimable and run.status in _ACTIVE and run.run_id not in set(known)
         ]
 
     async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
         await self._enter("renew")
         self._raise_if_told("renew", (lease.run_id for lease in leases))
-        return {lease.run_id for lease in leases if (run := self._holds(worker, lease)) and run.status in _ACTIVE}
+        renewed = set()
+        for lease in leases:
+            run = self._holds(worker, lease)
+            if run is not None and run.status in _ACTIVE and not self._is_locked(run.run_id):
+                run.claimable = False
+                renewed.add(run.run_id)
+        self._change()
+        return renewed
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
         await self._enter("release")
@@ -372,9 +405,10 @@ class FakeStore:
         released = set()
         for lease in leases:
             run = self._holds(worker, lease)
-            if run is not None and run.status in _ACTIVE:
+            if run is not None and run.status in _ACTIVE and not self._is_locked(run.run_id):
                 run.claimed_by = None
                 run.claimable = True
+                run.available_since = next(self._clock)
                 released.add(run.run_id)
                 self.released.append(run.run_id)
         self._change()
@@ -384,7 +418,9 @@ class FakeStore:
         await self._enter("taken_over")
         taken = set()
         for lease in leases:
-            run = self.runs[lease.run_id]
+            run = self.runs.get(lease.run_id)
+            if run is None:
+                continue
             if run.token != lease.token or (run.status in _ACTIVE and run.claimed_by != worker):
                 taken.add(run.run_id)
         return taken
@@ -399,8 +435,11 @@ class FakeStore:
         )
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
+        """Held runs whose lease ran out; the fake's clock stands still, so each ran out just now."""
         await self._enter("count_overdue")
-        return 0
+        if grace_seconds > 0:
+            return 0
+        return sum(1 for run in self.runs.values() if run.claimed_by is not None and run.claimable)
 
 
 async def hold(store: FakeStore, ledger: Ledger, limit: int = 1000) -> list[ClaimedRun]:
@@ -413,7 +452,7 @@ async def hold(store: FakeStore, ledger: Ledger, limit: int = 1000) -> list[Clai
 
 def work_of(run: ClaimedRun) -> StepWork:
     """The forward message the claimer makes of a running run."""
-    return StepWork(run.lease, run.outputs.get(Step.NORMALIZE_BRIEF, run.brief), run.outputs)
+    return StepWork(run.lease, run.brief, run.outputs)
 
 
 class FakeWakeup:
@@ -558,6 +597,7 @@ class Scene:
         faults: FaultPoints | None = None,
         linger_share: float = LINGER_SHARE,
         linger_cap_seconds: float = LINGER_CAP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> StepActor:
         return StepActor(
             spec=spec,
@@ -569,6 +609,7 @@ class Scene:
             relay=self.relay(spec),
             linger_share=linger_share,
             linger_cap_seconds=linger_cap_seconds,
+            clock=clock,
         )
 
     @asynccontextmanager

@@ -79,7 +79,7 @@ async def test_running_runs_go_to_the_inbox_of_their_next_step_with_their_output
         [qc] = await receive(routes.steps[Step.QC_EVALUATE.index], 1)
 
     assert first.lease == scene.store.lease(new)
-    assert json.loads(first.brief) == {"client": "acme"}  # as stored: the first step decodes it
+    assert json.loads(first.submitted) == {"client": "acme"}  # as stored: the first step decodes it
     assert first.outputs == {}
     assert qc.lease == scene.store.lease(at_qc)
     assert qc.brief == normalized

@@ -162,6 +162,20 @@ async def test_a_permanent_store_error_compensates_every_other_run_of_the_batch(
     assert compensated(scene, [after])
 
 
+async def test_a_run_skipped_beside_a_refused_one_is_given_back_with_it(scene: Scene) -> None:
+    locked, bad = await compensating(scene, 2)
+    scene.store.lock(locked.lease.run_id)
+    scene.store.fail("compensate", PermanentDatabaseError, runs=[bad.lease.run_id], times=None)
+    compensator = compensator_of(scene)
+    send, inbox = anyio.create_memory_object_stream[Compensation](10)
+    with send, inbox, anyio.fail_after(DEADLINE), pytest.raises(PermanentDatabaseError):
+        send.send_nowait(locked)
+        send.send_nowait(bad)
+        await compensator.run(inbox)
+    assert set(compensator.abandon()) == {locked.lease, bad.lease}
+    assert scene.store.runs[locked.lease.run_id].status is RunStatus.COMPENSATING
+
+
 async def test_a_retried_batch_takes_no_more_than_the_batch_limit(scene: Scene) -> None:
     first, second, late = await compensating(scene, 3)
     scene.store.lock(first.lease.run_id)

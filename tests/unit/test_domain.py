@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
@@ -10,7 +11,7 @@ import pytest
 from sagad.content.pipeline import builtin_pipeline
 from sagad.domain.pipeline import Pipeline, RetryPolicy, StepContext, StepResult, StepSpec
 from sagad.domain.rows import row_key
-from sagad.domain.runs import new_run_id
+from sagad.domain.runs import RunId, new_run_id
 from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES, Step, step_of_table
 from sagad.store.schema import metadata, tables_of_step
 
@@ -108,3 +109,29 @@ def test_backoff_doubles_up_to_its_cap_plus_jitter() -> None:
     policy = RetryPolicy(attempts=10, first_wait_seconds=0.1, max_wait_seconds=1.0, jitter_seconds=0.5)
     assert [policy.wait(n, 0.0) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.8, 1.0]
     assert policy.wait(1, 0.5) == pytest.approx(0.35)
+
+
+def test_the_step_contract_is_imported_from_sagad_itself() -> None:
+    import sagad  # noqa: PLC0415
+
+    assert set(sagad.__all__) >= {
+        "Pipeline",
+        "StepSpec",
+        "StepContext",
+        "StepResult",
+        "UndoContext",
+        "RetryPolicy",
+        "Step",
+        "StepFailed",
+        "TransientStepError",
+    }
+    assert all(hasattr(sagad, name) for name in sagad.__all__)
+
+
+def test_an_undo_rebuilds_the_key_its_call_gave_an_entity() -> None:
+    import sagad  # noqa: PLC0415
+
+    run_id = RunId(uuid.uuid4())
+    call = sagad.StepContext(run_id, {}, {}, deadline=math.inf)
+    undo = sagad.UndoContext(run_id, {}, None, "no", deadline=math.inf)
+    assert undo.key("package") == call.key("package") != undo.key("other")

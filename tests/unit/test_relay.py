@@ -160,7 +160,10 @@ async def test_an_undo_that_keeps_failing_gives_the_run_back_with_why(scene: Sce
 
     assert passed.lease == other.lease
     assert attempts == 2
-    reason = "undo of generate_strategy: gave up after 2 attempts: RuntimeError: the mail server refused the recall"
+    reason = (
+        "undo of generate_strategy: gave up after 2 attempts (claim 1):"
+        " RuntimeError: the mail server refused the recall"
+    )
     assert scene.store.deferred == {stuck.lease.run_id: reason}
     assert not scene.ledger.holds(stuck.lease)
     assert scene.store.runs[stuck.lease.run_id].status is RunStatus.COMPENSATING  # nothing deleted

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import anyio
@@ -14,7 +13,7 @@ from sagad.domain.pipeline import RetryPolicy, StepContext, StepResult
 from sagad.domain.runs import RunStatus
 from sagad.domain.steps import Step
 from sagad.errors import PermanentDatabaseError, StepFailed, TransientDatabaseError, TransientStepError
-from tests.unit.fakes import Scene, echo, receive, spec_of
+from tests.unit.fakes import Scene, echo, hold, outputs_before, receive, spec_of, work_of
 
 pytestmark = pytest.mark.anyio
 
@@ -85,36 +84,16 @@ async def test_the_runs_of_a_slow_step_linger_for_company_until_the_batch_is_ful
         await released[ctx.brief["n"]].wait()
         return StepResult(output=1)
 
-    # A linger of a hundred calls' time, far past the test's deadline unless a full batch ends it.
-    actor = scene.actor(spec_of(SECOND, waiting), batch_limit=3, linger_share=100.0, linger_cap_seconds=60.0)
+    # The actor's clock stands still: a linger never passes, and only a full batch ends it.
+    actor = scene.actor(spec_of(SECOND, waiting), batch_limit=3, linger_share=1.0, clock=lambda: 1000.0)
     works = await scene.runs_at(SECOND, [{"n": n} for n in range(3)])
     async with scene.running(actor, pending=works) as lanes:
-        await anyio.sleep(0.05)  # a call's time, which the linger is a share of
         for event in released:
             event.set()
             await anyio.wait_all_tasks_blocked()  # that run finished; a committer that did not linger commits it
         await receive(lanes.forward, 3)
 
     assert scene.store.step_commits == [(SECOND, [work.lease.run_id for work in works])]
-
-
-async def test_a_run_that_finished_alone_is_committed_once_its_linger_has_passed(scene: Scene) -> None:
-    returned = 0.0
-
-    async def slow(ctx: StepContext) -> StepResult:
-        nonlocal returned
-        await anyio.sleep(0.1)
-        returned = time.monotonic()
-        return StepResult(output=1)
-
-    actor = scene.actor(spec_of(SECOND, slow), linger_share=1.0, linger_cap_seconds=0.2)  # lingers one call's time
-    works = await scene.runs_at(SECOND, [{"n": 1}])
-    async with scene.running(actor, pending=works) as lanes:
-        await receive(lanes.forward, 1)
-    handed_on = time.monotonic()
-
-    assert scene.store.step_commits == [(SECOND, [works[0].lease.run_id])]
-    assert handed_on - returned >= 0.1
 
 
 async def test_a_step_that_never_waits_does_not_linger(scene: Scene) -> None:
@@ -248,6 +227,25 @@ async def test_a_step_failure_goes_to_the_relay_with_its_reason_and_is_not_retri
     assert scene.sample("sagad_step_retries_total", step=SECOND.value, reason="transient") == 0
 
 
+async def test_a_run_taken_over_starts_its_attempts_again_and_its_reason_names_the_claim(scene: Scene) -> None:
+    attempts: list[int] = []
+
+    async def busy(ctx: StepContext) -> StepResult:
+        attempts.append(ctx.attempt)
+        raise TransientStepError("the service answered 503")
+
+    actor = scene.actor(spec_of(SECOND, busy, retry=RetryPolicy(2, 0.001, 0.001, 0.0)))
+    run_id = scene.store.submit({}, status=RunStatus.RUNNING, at=SECOND, outputs=outputs_before(SECOND, {}))
+    scene.store.take_over(run_id)  # a first daemon held it, then lost it
+    scene.store.runs[run_id].claimable = True
+    [work] = [work_of(run) for run in await hold(scene.store, scene.ledger)]
+    async with scene.running(actor, pending=[work]) as lanes:
+        [failure] = await receive(lanes.failures, 1)
+
+    assert attempts == [1, 2]
+    assert failure.reason == "generate_strategy: gave up after 2 attempts (claim 2): the service answered 503"
+
+
 async def test_a_transient_error_is_retried_per_the_policy_then_fails_the_run(scene: Scene) -> None:
     attempts: list[int] = []
 
@@ -261,7 +259,7 @@ async def test_a_transient_error_is_retried_per_the_policy_then_fails_the_run(sc
         [failure] = await receive(lanes.failures, 1)
 
     assert attempts == [1, 2, 3, 4]
-    assert failure.reason == "generate_strategy: gave up after 4 attempts: the service answered 503"
+    assert failure.reason == "generate_strategy: gave up after 4 attempts (claim 1): the service answered 503"
     assert failure.undo_failed_step  # an attempt may have had an effect
     assert scene.sample("sagad_step_retries_total", step=SECOND.value, reason="transient") == 3
 
@@ -297,7 +295,7 @@ async def test_a_step_past_its_timeout_is_retried_then_fails_the_run(scene: Scen
     async with scene.running(actor, pending=[work]) as lanes:
         [failure] = await receive(lanes.failures, 1)
     assert attempts == 2
-    assert failure.reason == "generate_strategy: gave up after 2 attempts: timed out after 0.005 s"
+    assert failure.reason == "generate_strategy: gave up after 2 attempts (claim 1): timed out after 0.005 s"
     assert failure.undo_failed_step
     assert scene.sample("sagad_step_retries_total", step=SECOND.value, reason="timeout") == 1
 
@@ -319,7 +317,9 @@ async def test_a_step_result_the_step_may_not_give_fails_the_run(scene: Scene, r
     [work] = await scene.runs_at(SECOND, [{}])
     async with scene.running(actor, pending=[work]) as lanes:
         [failure] = await receive(lanes.failures, 1)
-    assert failure.reason.startswith("generate_strategy: gave up after 3 attempts: TypeError: step generate_strategy")
+    assert failure.reason.startswith(
+        "generate_strategy: gave up after 3 attempts (claim 1): TypeError: step generate_strategy"
+    )
     assert reason in failure.reason
     assert scene.store.runs[work.lease.run_id].rows == {}
 

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from sagad.actors.retry import MAX_WAIT_SECONDS, backoff, retrying
+from sagad.actors.database_retry import MAX_WAIT_SECONDS, backoff, retry_database_errors
 from sagad.errors import PermanentDatabaseError, TransientDatabaseError
 
 pytestmark = pytest.mark.anyio
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 async def test_transient_errors_are_retried_and_each_is_reported_before_the_next_attempt() -> None:
     reported: list[BaseException] = []
     numbers: list[int] = []
-    async for attempt in retrying(reported.append):
+    async for attempt in retry_database_errors(reported.append):
         with attempt:
             numbers.append(attempt.number)
             if attempt.number < 3:
@@ -27,7 +27,7 @@ async def test_transient_errors_are_retried_and_each_is_reported_before_the_next
 async def test_an_error_that_is_not_transient_ends_the_loop_at_once() -> None:
     numbers: list[int] = []
     with pytest.raises(PermanentDatabaseError, match="refused"):
-        async for attempt in retrying():
+        async for attempt in retry_database_errors():
             with attempt:
                 numbers.append(attempt.number)
                 raise PermanentDatabaseError("refused")
@@ -49,7 +49,7 @@ async def test_a_retried_loop_leaves_no_reference_cycle_to_hold_what_it_refers_t
     seen: list[int] = []
 
     async def commit(batch: Batch) -> None:
-        async for attempt in retrying(lambda _: seen.append(id(batch))):
+        async for attempt in retry_database_errors(lambda _: seen.append(id(batch))):
             with attempt:
                 if attempt.number == 1:
                     raise TransientDatabaseError("connection lost")

@@ -1,6 +1,6 @@
 """Retrying database work that failed for a transient reason, with capped backoff and jitter.
 
-    async for attempt in retrying(on_retry):
+    async for attempt in retry_database_errors(on_retry):
         with attempt:
             await store.commit_step(...)
 
@@ -36,7 +36,7 @@ class Attempt:
 
     __slots__ = ("_retrying", "number")
 
-    def __init__(self, retrying: Retrying, number: int) -> None:
+    def __init__(self, retrying: DatabaseRetries, number: int) -> None:
         self._retrying = retrying
         self.number = number
 
@@ -53,7 +53,7 @@ class Attempt:
         return False
 
 
-class Retrying:
+class DatabaseRetries:
     """Attempts until one's block ends without a TransientDatabaseError, waiting longer after each failure."""
 
     def __init__(self, on_retry: Callable[[BaseException], None]) -> None:
@@ -62,7 +62,7 @@ class Retrying:
         self.failed: TransientDatabaseError | None = None
         self.done = False
 
-    def __aiter__(self) -> Retrying:
+    def __aiter__(self) -> DatabaseRetries:
         return self
 
     async def __anext__(self) -> Attempt:
@@ -80,6 +80,6 @@ class Retrying:
         return Attempt(self, self._attempts)
 
 
-def retrying(on_retry: Callable[[BaseException], None] = lambda _: None) -> Retrying:
+def retry_database_errors(on_retry: Callable[[BaseException], None] = lambda _: None) -> DatabaseRetries:
     """Retries forever on TransientDatabaseError; anything else (and cancellation) goes through."""
-    return Retrying(on_retry)
+    return DatabaseRetries(on_retry)
