@@ -1,8 +1,10 @@
 """The connection budget's cost, a/b alternated: ``bench.run`` at each ``--max-connections`` in turn.
 
-``python -m bench.budget [--budgets 10,26] [--rounds 3] [--runs 10000] [--database-url URL]`` measures
-sagad (one daemon, ``sagad loadtest``) and the raw ceiling once per budget per round, the budgets
-alternated within each round, and prints each measurement and the median a/b per budget.
+``python -m bench.budget [--budgets 10,26,10/transaction] [--rounds 3] [--runs 10000] [--database-url URL]``
+measures sagad (one daemon, ``sagad loadtest``) and the raw ceiling once per variant per round, the
+variants alternated within each round, and prints each measurement and the median a/b per variant. A
+variant ``B/transaction`` also runs the daemon as behind a pooler (``--pooler transaction``: no
+statement cache, limits per transaction) against the same server: the cost of pooled mode to sagad.
 """
 
 from __future__ import annotations
@@ -17,31 +19,33 @@ from bench.run import default_server_url, measure_all
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__)
-    parser.add_argument("--budgets", default="10,26", help="Comma-separated --max-connections values.")
+    parser.add_argument("--budgets", default="10,26", help="Comma-separated --max-connections[/--pooler] values.")
     parser.add_argument("--rounds", type=int, default=3, help="Rounds; each measures every budget once.")
     parser.add_argument("--runs", type=int, default=10_000, help="Runs per measurement.")
     parser.add_argument("--database-url", help="A server to create the databases on.")
     args = parser.parse_args(argv)
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = args.budgets.split(",")
     server = args.database_url or default_server_url()
-    ratios: dict[int, list[float]] = {b: [] for b in budgets}
-    rates: dict[int, list[float]] = {b: [] for b in budgets}
+    ratios: dict[str, list[float]] = {b: [] for b in budgets}
+    rates: dict[str, list[float]] = {b: [] for b in budgets}
     for round_ in range(args.rounds):
         for budget in budgets if round_ % 2 == 0 else reversed(budgets):
-            os.environ["SAGAD_MAX_CONNECTIONS"] = str(budget)  # the loadtest's daemon inherits it
+            connections, _, pooler = budget.partition("/")
+            os.environ["SAGAD_MAX_CONNECTIONS"] = connections  # the loadtest's daemon inherits them
+            os.environ["SAGAD_POOLER"] = pooler or "auto"
             report = measure_all(server, args.runs, 0)
             sagad, ratio = report["sagad"], report["ratios"]["a/b"]
             ratios[budget].append(ratio)
             rates[budget].append(sagad["runs_per_s"])
             p50 = sagad["latency_ms"].get("completed", {}).get("p50", 0)
             print(
-                f"round {round_ + 1} budget {budget:>3}: sagad {sagad['runs_per_s']:>7.1f} runs/s"
+                f"round {round_ + 1} budget {budget:>14}: sagad {sagad['runs_per_s']:>7.1f} runs/s"
                 f" (p50 {p50:.0f} ms), ceiling {report['ceiling']['runs_per_s']:>7.1f}, a/b {ratio:.2f}",
                 flush=True,
             )
     for budget in budgets:
         print(
-            f"budget {budget:>3}: a/b median {statistics.median(ratios[budget]):.2f} ({ratios[budget]}),"
+            f"budget {budget:>14}: a/b median {statistics.median(ratios[budget]):.2f} ({ratios[budget]}),"
             f" sagad median {statistics.median(rates[budget]):.0f} runs/s"
         )
 
