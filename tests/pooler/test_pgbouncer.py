@@ -167,3 +167,12 @@ async def _answers(db: Database) -> bool:
     except TransientDatabaseError:
         return False
     return True
+
+
+async def test_a_daemon_told_there_is_no_pooler_names_the_feature_refused_and_the_option(pooled_url: str) -> None:
+    done = await anyio.to_thread.run_sync(
+        partial(sagad, "run", "--pooler", "none", "--database-url", pooled_url, "--metrics-addr", "127.0.0.1:0")
+    )
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert "refused session settings at connect" in line and "--pooler transaction" in line, line
