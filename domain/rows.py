@@ -60,7 +60,7 @@ class Committed:
     """Runs whose fence held, with seconds since submission at commit."""
 
     rows: dict[str, int] = field(default_factory=dict)
-    """Rows written (or deleted, for a compensation) per table."""
+    """For a compensation, the rows deleted per table (every table it was given, zeros too); empty for a step."""
 
     skipped: frozenset[RunId] = frozenset()
     """Runs still ours whose row another transaction held: nothing was written for them; try again."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -63,6 +64,13 @@ _CLAIM = """
     RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
               r.attempts,
               (SELECT json_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
+"""
+
+# The outputs of runs a claim read too early: see RunStore.claim.
+_OUTPUTS = """
+    SELECT o.run_id, json_object_agg(o.step, o.output) AS outputs
+    FROM step_outputs o WHERE o.run_id = ANY($1::uuid[])
+    GROUP BY o.run_id
 """
 
 # Runs this worker holds that it does not know of: a claim that committed but whose answer was lost.
@@ -211,7 +219,23 @@ class RunStore:
         rows = await self._db.fetch(
             _CLAIM, worker, limit, lease_seconds, operation=Operation.CLAIM
         )  # one statement: atomic
-        return _claimed_runs(rows)
+        return await self._with_every_output(_claimed_runs(rows))
+
+    async def _with_every_output(self, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+        """The runs with the outputs of every step they passed, read again for those the claim read too early.
+
+        A claim reads the outputs from its statement's snapshot, but locks (and returns) the run row's
+        newest version: a step commit of the lease's previous holder that lands between the two (its
+        lease ran out, nobody had claimed it yet, so its fence still held) moves the run past a step
+        whose output the snapshot does not hold. That commit has ended by the time the claim has the
+        row, so a second read sees it. Rare: only a run short of an output is read again.
+        """
+        short = [run.lease.run_id for run in claimed if len(run.outputs) < run.next_step.index]
+        if not short:
+            return claimed
+        rows = await self._db.fetch(_OUTPUTS, short, operation=Operation.CLAIM)
+        outputs = {row["run_id"]: {Step.at(int(i)): out for i, out in row["outputs"].items()} for row in rows}
+        return [replace(run, outputs=outputs.get(run.lease.run_id, run.outputs)) for run in claimed]
 
     async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]:
         """Runs ``worker`` holds under a live lease other than ``known``: claimed, but the answer was lost."""

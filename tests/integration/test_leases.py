@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sagad.content.samples import Ending, sample_brief
@@ -114,3 +116,38 @@ async def test_released_runs_are_claimable_at_once(db: Database, runs: RunStore)
     assert await runs.release(FIRST, [claimed.lease]) == {claimed.lease.run_id}
     [again] = await runs.claim(SECOND, 1, 600)
     assert again.lease == Lease(claimed.lease.run_id, LeaseToken(claimed.lease.token + 1))
+
+
+async def test_a_claim_gets_every_output_even_one_committed_after_its_snapshot(db: Database, runs: RunStore) -> None:
+    """A step commit that lands between a claim's snapshot and its lock on the row: the claim still gets its output.
+
+    The race is microseconds wide; a trigger makes it certain. It inserts the strategy's output when
+    the claim updates the run row, committed with the claim but after the snapshot the claim read
+    its outputs from, as a previous holder's commit landing just before the lock would be.
+    """
+    brief = sample_brief(Ending.COMPLETED, 7)
+    run_id, _ = await runs.submit(brief)
+    [first] = await runs.claim(FIRST, 1, 60)
+    steps = StepStore(db, FIRST)
+    for step in (Step.NORMALIZE_BRIEF, Step.GENERATE_STRATEGY):
+        await steps.commit_step(step, [await step_write(first.lease, brief, step)])
+    [kept] = await db.fetch("SELECT output::text AS output FROM step_outputs WHERE run_id = $1 AND step = 1", run_id)
+    await db.fetch("DELETE FROM step_outputs WHERE run_id = $1 AND step = 1", run_id)
+    await _expire(db)
+    await db.fetch(
+        f"""
+        CREATE FUNCTION late_output() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO step_outputs (run_id, step, output) VALUES (NEW.id, 1, '{kept["output"]}'::json)
+            ON CONFLICT DO NOTHING;
+            RETURN NULL;
+        END $$
+        """
+    )
+    await db.fetch("CREATE TRIGGER late AFTER UPDATE ON workflow_runs FOR EACH ROW EXECUTE FUNCTION late_output()")
+
+    [second] = await runs.claim(SECOND, 1, 60)
+
+    assert second.next_step is Step.GENERATE_DRAFT
+    assert set(second.outputs) == {Step.NORMALIZE_BRIEF, Step.GENERATE_STRATEGY}
+    assert second.outputs[Step.GENERATE_STRATEGY] == json.loads(kept["output"])
