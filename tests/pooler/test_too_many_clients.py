@@ -11,7 +11,11 @@ import asyncpg
 import pytest
 
 from sagad.content.samples import Ending
+from sagad.domain.operations import Operation
+from sagad.errors import DatabaseUnreachable, TooManyClients
+from sagad.store.budget import ConnectionBudget
 from sagad.store.db import Database, asyncpg_dsn
+from sagad.store.limits import SessionLimits
 from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import assert_ended_as_built, submit_mix
@@ -76,3 +80,47 @@ async def test_a_full_server_is_named_in_one_line_and_the_daemon_waits_for_room(
 
 async def _said(daemon: Daemon, words: str) -> bool:
     return words in daemon.log.read_text()
+
+
+async def _crowd(url: str) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(asyncpg_dsn(url), server_settings={"application_name": "crowd"})
+    return conn
+
+
+async def test_a_connection_replaced_on_a_full_server_says_why_in_one_line(tight_url: str) -> None:
+    budget = ConnectionBudget.split(4)
+    db = await Database.connect(tight_url, limits=SessionLimits.for_lease(30.0), budget=budget)
+    crowd: list[asyncpg.Connection] = []
+    try:
+        while True:  # every connection the server has left
+            try:
+                crowd.append(await _crowd(tight_url))
+            except asyncpg.TooManyConnectionsError:
+                break
+        ended = await crowd[0].fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name <> 'crowd' AND backend_type = 'client backend'"
+        )
+        assert ended == budget.work + budget.priority
+        with anyio.fail_after(10):  # the slots they freed taken at once, before the pool can open others
+            while len(crowd) < MAX_CONNECTIONS:
+                try:
+                    crowd.append(await _crowd(tight_url))
+                except asyncpg.TooManyConnectionsError:
+                    await anyio.sleep(0.01)
+        errors: list[str] = []
+        for _ in range(budget.work + 1):  # past the connections that were ended, to one that cannot be opened
+            try:
+                await db.fetch("SELECT 1", operation=Operation.CLAIM)
+            except TooManyClients as error:
+                errors.append(str(error))
+                break
+            except DatabaseUnreachable:
+                continue
+        assert errors, "no connection had to be replaced"
+        assert f"its max_connections is {MAX_CONNECTIONS}" in errors[0]
+        assert "--max-connections 4" in errors[0] and "\n" not in errors[0]
+    finally:
+        for conn in crowd:
+            await conn.close()
+        await db.close()
