@@ -4,7 +4,8 @@
 measures sagad (one daemon, ``sagad loadtest``) and the raw ceiling once per variant per round, the
 variants alternated within each round, and prints each measurement and the median a/b per variant. A
 variant ``B/transaction`` also runs the daemon as behind a pooler (``--pooler transaction``: no
-statement cache, limits per transaction) against the same server: the cost of pooled mode to sagad.
+statement cache, limits per transaction) against the same server: the cost of pooled mode to sagad;
+``B/auto:C`` sets ``--commits-in-flight C``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     rates: dict[str, list[float]] = {b: [] for b in budgets}
     for round_ in range(args.rounds):
         for budget in budgets if round_ % 2 == 0 else reversed(budgets):
-            connections, _, pooler = budget.partition("/")
+            connections, _, rest = budget.partition("/")
+            pooler, _, commits = rest.partition(":")
             os.environ["SAGAD_MAX_CONNECTIONS"] = connections  # the loadtest's daemon inherits them
             os.environ["SAGAD_POOLER"] = pooler or "auto"
+            os.environ.pop("SAGAD_COMMITS_IN_FLIGHT", None)
+            if commits:
+                os.environ["SAGAD_COMMITS_IN_FLIGHT"] = commits
             report = measure_all(server, args.runs, 0)
             sagad, ratio = report["sagad"], report["ratios"]["a/b"]
             ratios[budget].append(ratio)

@@ -87,11 +87,11 @@ def _tune_collector(max_inflight: int) -> None:
     gc.set_threshold(max(young, OBJECTS_PER_RUN * max_inflight), *older)
 
 
-def _fitted(settings: Settings, db: Database, poll_seconds: float | None) -> Settings:
+def _fitted(settings: Settings, db: Database, poll_seconds: float | None, commits: int | None) -> Settings:
     """The settings that depend on what the database offers: the poll without LISTEN, commits the pool has room for."""
     budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
     poll = poll_seconds or (LISTENING_POLL_SECONDS if db.listens else POLLING_SECONDS)
-    return replace(settings, poll_seconds=poll, commits_in_flight=budget.commits_in_flight)
+    return replace(settings, poll_seconds=poll, commits_in_flight=commits or budget.commits_in_flight)
 
 
 def connections(db: Database) -> str:
@@ -238,6 +238,17 @@ def daemon_command(
             help="How long a run whose undo kept failing waits, compensating, before it is tried again.",
         ),
     ] = 30.0,
+    commits_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            envvar="SAGAD_COMMITS_IN_FLIGHT",
+            min=1,
+            max=16,
+            help="Commits of one step at once when the database is far (the others wait for a connection). "
+            "Default: what the work pool has room for, up to 3.",
+            show_default=False,
+        ),
+    ] = None,
     pooler: Annotated[
         Pooler,
         typer.Option(
@@ -320,7 +331,7 @@ def daemon_command(
                 if connecting.cancel_called:
                     signals.cancel_scope.cancel()
                     return
-                settings = _fitted(settings, db, poll_seconds)
+                settings = _fitted(settings, db, poll_seconds, commits_in_flight)
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))
                 with endpoint:
