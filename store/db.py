@@ -30,7 +30,7 @@ from sagad.errors import (
 )
 from sagad.store.budget import ConnectionBudget
 from sagad.store.limits import RENEWAL, SessionLimits, ms
-from sagad.store.pooler import Pooler, ServerFacts, TransactionLimits, pooler_refusal, probe
+from sagad.store.pooler import Pooler, ServerFacts, TransactionLimits, pooler_refusal, probe, role_settings
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +394,8 @@ class Database:
             renewals = None if limits is None else await _create_pool(dsn, priority, limits, RENEWAL, pooled=pooled)
             db = cls(pool, url, limits=limits, renewals=renewals, budget=budget, facts=facts, direct_url=direct_url)
             await db._open(min_size)
+            if limits is not None and db._per_transaction is not None and db._per_transaction.statement(COMMIT):
+                log.info("through a pooler, limits are set per transaction; to spare that: %s", role_settings(limits))
         except asyncpg.TooManyConnectionsError as exc:
             if db is not None:
                 await db.close()
