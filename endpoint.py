@@ -92,7 +92,11 @@ def application(health: Health, registry: CollectorRegistry) -> WSGIApplication:
             return served
         if path in ("/healthz", "/readyz"):
             problem = health.unhealthy() if path == "/healthz" else health.unready()
-            return _text(start_response, "503 Service Unavailable" if problem else "200 OK", problem or "ok")
+            if problem:
+                return _text(start_response, "503 Service Unavailable", problem)
+            # A paused daemon is still ready (it finishes its runs); the body says why it claims nothing new.
+            paused = path == "/readyz" and registry.get_sample_value("sagad_intake_paused")
+            return _text(start_response, "200 OK", "ok: intake paused (sagad intake resume)" if paused else "ok")
         return _text(start_response, "404 Not Found", "not found: /metrics, /healthz and /readyz are served")
 
     return route

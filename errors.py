@@ -59,3 +59,15 @@ class StepFailed(SagadError):
 
 class TransientStepError(SagadError):
     """A step's call failed for a while (a timeout, 429, 5xx): it is retried, then fails the run for good."""
+
+
+class RunNotFound(SagadError):
+    """No run has this id."""
+
+
+class InvalidRequest(SagadError):
+    """An argument to the client or an operator command is malformed (a run id, a filter, a cursor)."""
+
+
+class WaitTimedOut(SagadError):
+    """A run did not reach a terminal state within the time a caller was willing to wait."""

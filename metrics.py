@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.domain.runs import STATUS_NAMES, TERMINAL
 from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES
 
@@ -143,6 +143,26 @@ class Metrics:
         self.poison_runs = Counter(
             "sagad_poison_runs",
             "Runs failed because they were claimed too many times without finishing.",
+            registry=r,
+        )
+        self.cancels_taken = Counter(
+            "sagad_cancels_taken",
+            "Runs in flight on this daemon whose cancel it learned of at a renewal, and sent backward.",
+            registry=r,
+        )
+        self.intake_paused = Gauge(
+            "sagad_intake_paused",
+            "1 while the fleet's intake is paused (sagad intake pause): no daemon claims new runs (database-wide).",
+            registry=r,
+        )
+        self.cancels_waiting = Gauge(
+            "sagad_cancels_waiting",
+            "Unfinished runs whose cancel was asked for and not yet carried out (database-wide).",
+            registry=r,
+        )
+        self.oldest_cancel_seconds = Gauge(
+            "sagad_oldest_cancel_seconds",
+            "How long the oldest cancel not yet carried out has waited (database-wide; 0 when none waits).",
             registry=r,
         )
         self.runs_by_status = Gauge(

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from sagad.domain.rows import Committed, StepWrite
-from sagad.domain.runs import ClaimedRun, Lease, RunId, StatusSample, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, Renewal, RunId, StatusSample, WorkerId
 from sagad.domain.steps import Step
 
 
@@ -28,7 +28,7 @@ class RunLeases(Protocol):
 
     async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]: ...
 
-    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]: ...
+    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> Renewal: ...
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]: ...
 

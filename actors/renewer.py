@@ -60,10 +60,18 @@ class Renewer:
         if not leases:
             return
         started = time.perf_counter()
-        renewed = await self._store.renew(self._worker, leases, self._lease_seconds)
+        renewal = await self._store.renew(self._worker, leases, self._lease_seconds)
+        renewed = renewal.renewed
         self._metrics.lease_renewal_duration.observe(time.perf_counter() - started)
         self._metrics.lease_renewals.labels("renewed").inc(len(renewed))
-        missing = [lease for lease in leases if lease.run_id not in renewed]
+        if renewal.cancelled:
+            # Given back as compensating by the renewal itself: dropping them cancels their calls in
+            # flight, and the next claim (this daemon's or another's) sends them backward.
+            cancelled = [lease for lease in leases if lease.run_id in renewal.cancelled]
+            log.info("%d runs cancelled by an operator: sending them backward", len(cancelled))
+            self._metrics.cancels_taken.inc(len(cancelled))
+            self._ledger.drop(cancelled)
+        missing = [lease for lease in leases if lease.run_id not in renewed and lease.run_id not in renewal.cancelled]
         if not missing:
             return
         # A run finished under this lease since the snapshot was not renewed either; it is not lost.

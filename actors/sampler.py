@@ -54,6 +54,9 @@ class StatusSampler:
                     count = sample.finished.get(status, 0) if status.is_terminal else sample.in_flight.get(status, 0)
                     self._metrics.runs_by_status.labels(status.value).set(count)
                 self._metrics.runs_overdue.set(overdue)
+                self._metrics.intake_paused.set(int(sample.intake_paused))
+                self._metrics.cancels_waiting.set(sample.cancels_waiting)
+                self._metrics.oldest_cancel_seconds.set(sample.oldest_cancel_seconds)
                 self._replan_if_grown(sample)
             await anyio.sleep(self._every)
 

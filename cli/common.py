@@ -9,16 +9,14 @@ from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from sagad.errors import SagadError
-from sagad.store import migrate
 from sagad.store.budget import ConnectionBudget
 from sagad.store.db import Database, redact
 from sagad.store.embedded import embedded_url
 from sagad.store.limits import SessionLimits
-from sagad.store.migrate import ensure_migrated
 from sagad.store.pooler import Pooler
+from sagad.store.version import ensure_migrated
 
 DatabaseUrl = Annotated[
     str | None,
@@ -43,6 +41,11 @@ def resolve_url(url: str | None) -> str:
 
 def apply_migrations(url: str | None) -> str:
     """Migrate the configured database; any failure ends the command with one line. Returns the URL."""
+    # Alembic and SQLAlchemy's ORM machinery load only for the commands that migrate.
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
+
+    from sagad.store import migrate  # noqa: PLC0415
+
     resolved = resolve_url(url)
     try:
         migrate.upgrade(resolved)

@@ -2,44 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sagad.cli.audit import audit_command
-from sagad.cli.common import DatabaseUrl, apply_migrations, fail, migrated_database, run_async
-from sagad.cli.daemon import daemon_command
-from sagad.cli.demo import demo_command
-from sagad.cli.loadtest import loadtest_command
-from sagad.content.brief import MAX_BRIEF_BYTES, parse_brief
-from sagad.domain.runs import RunId
-from sagad.errors import InvalidBrief
-from sagad.store import migrate as migrations
-from sagad.store.runs import RunStore
+from sagad.cli import intake, runs
+from sagad.cli.common import DatabaseUrl, apply_migrations, fail, run_async
+from sagad.cli.lazy import LazyGroup
+from sagad.cli.operate import client_of
 
+# Each command imports what it uses when it runs: `sagad --help`, `sagad submit` and `sagad runs list`
+# load no daemon, no HTTP client, no migration machinery (tests/acceptance/test_cli_imports.py).
 app = typer.Typer(
+    cls=LazyGroup,
     help="sagad: a saga pipeline daemon on PostgreSQL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("run", help="Run the daemon in the foreground until SIGTERM or SIGINT.")(daemon_command)
-app.command("demo", help="Push the example briefs through a daemon and print each outcome.")(demo_command)
-app.command("audit", help="Check the invariants: exit 0 when clean, 1 with a report otherwise.")(audit_command)
-app.command("loadtest", help="Drive daemons with a known mix of briefs; report throughput, latency, audit.")(
-    loadtest_command
-)
+app.add_typer(runs.app, name="runs")
+app.add_typer(intake.app, name="intake")
 
 
 @app.command("migrate")
 def migrate_command(database_url: DatabaseUrl = None) -> None:
     """Apply the database migrations (safe to run again)."""
+    from sagad.store.version import head_revision  # noqa: PLC0415
+
     apply_migrations(database_url)
-    print(f"database migrated to {migrations.head_revision()}")
+    print(f"database migrated to {head_revision()}")
 
 
 @app.command("submit")
@@ -55,6 +48,10 @@ def submit_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Submit one brief and print its run id."""
+    from sagad.client import check_idempotency_key, validated_brief  # noqa: PLC0415
+    from sagad.content.brief import MAX_BRIEF_BYTES  # noqa: PLC0415
+    from sagad.errors import InvalidBrief, InvalidRequest  # noqa: PLC0415
+
     try:
         # Never more than one byte past the limit: /dev/zero must not fill the memory.
         if file == "-":
@@ -64,44 +61,29 @@ def submit_command(
                 data = brief_file.read(MAX_BRIEF_BYTES + 1)
     except OSError as error:
         fail(f"cannot read the brief: {error.strerror}: {file}")
-    if len(data) > MAX_BRIEF_BYTES:
-        fail(f"invalid brief: brief is over the {MAX_BRIEF_BYTES}-byte limit")
     try:
-        _, raw = parse_brief(data)
+        raw = validated_brief(data)
     except InvalidBrief as error:
         fail(f"invalid brief: {error}")
-    if idempotency_key is not None and not (0 < len(idempotency_key) <= 200 and idempotency_key.isprintable()):
+    try:
+        check_idempotency_key(idempotency_key)
+    except InvalidRequest:
         fail("--idempotency-key must be 1 to 200 printable characters")
 
     async def main() -> None:
-        async with migrated_database(database_url, max_size=1) as db:
-            run_id, _ = await RunStore(db).submit(raw, idempotency_key)
-        print(run_id)
+        async with client_of(database_url) as client:
+            print(await client.submit(raw, idempotency_key))
 
     run_async(main)
 
 
-@app.command("status")
+@app.command("status", hidden=True)
 def status_command(
     run_id: Annotated[str, typer.Argument(help="The run id that `sagad submit` printed.")],
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Print a run as JSON: status, current step, attempts, last error, timings."""
-    try:
-        parsed = RunId(uuid.UUID(run_id))
-    except ValueError:
-        fail(f"not a run id (a UUID): {run_id!r}")
-
-    async def main() -> int:
-        async with migrated_database(database_url, max_size=1) as db:
-            status = await RunStore(db).status(parsed)
-        if status is None:
-            print(f"sagad: no run {parsed}", file=sys.stderr)
-            return 1
-        print(json.dumps(status.as_dict(), indent=2))
-        return 0
-
-    run_async(main)
+    """The run as JSON: the same as `sagad runs show RUN_ID --json` (kept for scripts)."""
+    runs.show_run(run_id, True, database_url, with_history=False)
 
 
 if __name__ == "__main__":

@@ -96,3 +96,17 @@ class StatusSample:
     """Completed and compensated runs: estimated from the server's statistics."""
     total: int
     """All runs: estimated from the server's statistics."""
+    intake_paused: bool = False
+    """Whether the fleet's intake is paused (``sagad intake pause``)."""
+    cancels_waiting: int = 0
+    """Unfinished runs whose cancel was asked for: their daemon (or the next claim) has yet to act."""
+    oldest_cancel_seconds: float = 0.0
+    """How long the oldest of those has waited."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What one renewal did: leases extended, and runs given back because their cancel was asked for."""
+
+    renewed: frozenset[RunId]
+    cancelled: frozenset[RunId]

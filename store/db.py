@@ -14,9 +14,8 @@ from typing import Any
 
 import anyio
 import asyncpg
-from sqlalchemy.engine import make_url
 
-from sagad.domain.operations import PRIORITY, Operation
+from sagad.domain.db_operations import PRIORITY, Operation
 from sagad.errors import (
     ConfigError,
     DatabaseError,
@@ -47,6 +46,8 @@ _TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
 def redact(url: str) -> str:
     """The URL with its password masked, for messages and logs."""
     try:
+        from sqlalchemy.engine import make_url  # noqa: PLC0415 (SQLAlchemy costs a command 0.2 s to import)
+
         parsed = make_url(url)
     except Exception:
         return "<unparsable database URL>"
@@ -58,6 +59,8 @@ def redact(url: str) -> str:
 def asyncpg_dsn(url: str) -> str:
     """Accept SQLAlchemy-style URLs too: ``postgresql+asyncpg://`` becomes ``postgresql://``."""
     try:
+        from sqlalchemy.engine import make_url  # noqa: PLC0415 (SQLAlchemy costs a command 0.2 s to import)
+
         parsed = make_url(url)
     except Exception as exc:
         raise ConfigError(f"database URL {redact(url)!r} is not a URL: {exc}") from None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 
 RENEWAL = Operation.RENEWAL
 """The operation whose statements run under the renewal's shorter limits."""

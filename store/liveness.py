@@ -15,7 +15,7 @@ from collections.abc import Collection
 import anyio
 import asyncpg
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.domain.runs import WorkerId
 from sagad.errors import TransientDatabaseError, WorkerIdInUse
 from sagad.store.db import Database, close_dedicated

@@ -9,8 +9,11 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from sagad.errors import BrokenInstall, SchemaNotReady
-from sagad.store.db import Database, asyncpg_dsn
+from sagad.errors import BrokenInstall
+from sagad.store.db import asyncpg_dsn
+from sagad.store.version import ensure_migrated
+
+__all__ = ["alembic_config", "downgrade", "ensure_migrated", "head_revision", "sqlalchemy_url", "upgrade"]
 
 # The scripts ship as package data of sagad.migrations, wherever sagad is installed.
 _SCRIPTS = str(files("sagad.migrations"))
@@ -44,16 +47,3 @@ def head_revision() -> str:
     if head is None:
         raise BrokenInstall(f"no migration scripts in {_SCRIPTS}: reinstall sagad")
     return head
-
-
-async def ensure_migrated(db: Database) -> None:
-    """Raise SchemaNotReady unless the database is at this sagad's migration head."""
-    rows = await db.fetch("SELECT to_regclass('alembic_version') IS NOT NULL AS present")
-    current = None
-    if rows[0]["present"]:
-        versions = await db.fetch("SELECT version_num FROM alembic_version")
-        current = versions[0]["version_num"] if versions else None
-    head = head_revision()
-    if current != head:
-        found = f"at revision {current}" if current else "not migrated"
-        raise SchemaNotReady(f"the database is {found}, this sagad needs {head}: run `sagad migrate`")

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.errors import DatabaseUnreachable, TransientDatabaseError
 from sagad.store.db import Database
 from sagad.store.runs import SUBMITTED_CHANNEL

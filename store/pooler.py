@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.store.limits import SessionLimits, ms
 
 _TRANSACTION_TIMEOUT_FROM = 17  # the first PostgreSQL with transaction_timeout; older ones refuse the name

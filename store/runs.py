@@ -10,25 +10,30 @@ from typing import Any
 
 import asyncpg
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
+from sagad.domain.operations import CANCEL_PREFIX
 from sagad.domain.runs import (
     TERMINAL,
     ClaimedRun,
     Lease,
     LeaseToken,
+    Renewal,
     RunId,
     RunStatus,
     StatusSample,
     WorkerId,
     new_run_id,
 )
-from sagad.domain.steps import Step
+from sagad.domain.steps import STEP_NAMES, Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases
 from sagad.store.records import RunDetails, RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
+
+STEP_NAMES_BOUND = list(STEP_NAMES)
+"""Bound (never spliced) where a statement names the step a run is at: ``($n::text[])[r.next_step + 1]``."""
 
 # One statement, so one round trip and atomic alone. The notification goes out at commit, once
 # however many rows asked for it (PostgreSQL folds identical notifications of a transaction).
@@ -43,16 +48,27 @@ _SUBMIT = """
 # key committed while the insert ran.
 _BY_KEY = "SELECT idempotency_key, id FROM workflow_runs WHERE idempotency_key = ANY($1::text[])"
 
-_CLAIM = """
+# A running run whose cancel was asked for (its holder died or froze before it could act) is claimed
+# as compensating: the claimer routes it backward, its undos run, then the one DELETE.
+_CANCELLED = "r.cancel_requested_at IS NOT NULL AND r.status = 'running'"
+
+# While intake is paused (sagad_intake, read once per claim), pending runs stay where they are;
+# runs already started, abandoned ones included, are still claimed and finished.
+_CLAIM = f"""
     WITH candidates AS (
         SELECT id FROM workflow_runs
         WHERE available_at <= now()
+          AND (status <> 'pending' OR NOT (SELECT paused FROM sagad_intake WHERE id = 1))
         ORDER BY available_at
         LIMIT $2
         FOR NO KEY UPDATE SKIP LOCKED
     )
     UPDATE workflow_runs r SET
-        status = CASE WHEN r.status = 'pending' THEN 'running' ELSE r.status END,
+        status = CASE WHEN {_CANCELLED} THEN 'compensating' WHEN r.status = 'pending' THEN 'running'
+                      ELSE r.status END,
+        failed_step = CASE WHEN {_CANCELLED} THEN ($4::text[])[r.next_step + 1] ELSE r.failed_step END,
+        failed_at = CASE WHEN {_CANCELLED} THEN now() ELSE r.failed_at END,
+        last_error = CASE WHEN {_CANCELLED} THEN $5 || r.cancel_reason ELSE r.last_error END,
         claimed_by = $1,
         lease_token = r.lease_token + 1,
         attempts = r.attempts + 1,
@@ -84,11 +100,21 @@ _UNANSWERED = """
 
 # Skip what is locked: a row held by a stuck statement (ours or anyone's) must not hold up the renewal
 # of every other lease; a skipped run simply is not renewed this tick.
+# A run whose cancel was asked for is not renewed but given back as compensating (no longer ours:
+# every write of this daemon for it is fenced off); the renewer drops it, which cancels its call in
+# flight, and the next claim (any daemon's) sends it backward. Not before a grace of a tenth of the
+# lease (at most a second): no other daemon may run the undos while that call is still unwinding.
 _RENEW = f"""
     WITH {locked_leases("r.status IN ('running', 'compensating')", skip_locked=True)}
-    UPDATE workflow_runs r SET available_at = now() + make_interval(secs => $4)
+    UPDATE workflow_runs r SET
+        available_at = now() + make_interval(secs => CASE WHEN {_CANCELLED} THEN least($4 / 10, 1.0) ELSE $4 END),
+        status = CASE WHEN {_CANCELLED} THEN 'compensating' ELSE r.status END,
+        failed_step = CASE WHEN {_CANCELLED} THEN ($5::text[])[r.next_step + 1] ELSE r.failed_step END,
+        failed_at = CASE WHEN {_CANCELLED} THEN now() ELSE r.failed_at END,
+        last_error = CASE WHEN {_CANCELLED} THEN $6 || r.cancel_reason ELSE r.last_error END,
+        claimed_by = CASE WHEN {_CANCELLED} THEN NULL ELSE r.claimed_by END
     FROM locked l WHERE r.id = l.id
-    RETURNING r.id
+    RETURNING r.id, r.claimed_by IS NULL AS cancelled
 """
 
 # Skip what is locked: one stuck row must not keep a stopping daemon from giving back the rest.
@@ -155,13 +181,29 @@ _ESTIMATES = """
                FROM pg_stats st,
                     unnest(st.most_common_vals::text::text[], st.most_common_freqs) AS s(status, frequency)
                WHERE st.schemaname = current_schema() AND st.tablename = 'workflow_runs' AND st.attname = 'status'
-           ), '{}'::jsonb) AS frequencies
+           ), '{}'::jsonb) AS frequencies,
+           coalesce((SELECT paused FROM sagad_intake WHERE id = 1), false) AS intake_paused,
+           cancels.waiting AS cancels_waiting, cancels.oldest AS oldest_cancel_seconds
+    FROM (
+        -- Cancels asked for and not yet carried out: unfinished runs only (the available_at index).
+        SELECT count(*) AS waiting, coalesce(extract(epoch FROM now() - min(cancel_requested_at)), 0)::float8 AS oldest
+        FROM workflow_runs WHERE available_at IS NOT NULL AND cancel_requested_at IS NOT NULL
+    ) AS cancels
 """
 
 _OVERDUE = """
     SELECT count(*) FROM workflow_runs
     WHERE claimed_by IS NOT NULL AND available_at < now() - make_interval(secs => $1)
 """
+
+
+def _operations(estimates: asyncpg.Record) -> dict[str, Any]:
+    """The sample's view of what operators did: intake, and cancels not yet carried out."""
+    return {
+        "intake_paused": estimates["intake_paused"],
+        "cancels_waiting": int(estimates["cancels_waiting"]),
+        "oldest_cancel_seconds": float(estimates["oldest_cancel_seconds"]),
+    }
 
 
 def _claimed_runs(rows: Sequence[asyncpg.Record]) -> list[ClaimedRun]:
@@ -217,7 +259,7 @@ class RunStore:
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
         rows = await self._db.fetch(
-            _CLAIM, worker, limit, lease_seconds, operation=Operation.CLAIM
+            _CLAIM, worker, limit, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation=Operation.CLAIM
         )  # one statement: atomic
         return await self._with_every_output(_claimed_runs(rows))
 
@@ -241,13 +283,16 @@ class RunStore:
         """Runs ``worker`` holds under a live lease other than ``known``: claimed, but the answer was lost."""
         return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known), operation=Operation.CLAIM))
 
-    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
-        """Extend every lease still ours in one statement; returns the runs renewed."""
+    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> Renewal:
+        """Extend every lease still ours in one statement; runs cancelled meanwhile are given back instead."""
         if not leases:
-            return set()
+            return Renewal(frozenset(), frozenset())
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RENEW, ids, tokens, worker, lease_seconds, operation=Operation.RENEWAL)
-        return {RunId(row["id"]) for row in rows}
+        rows = await self._db.fetch(
+            _RENEW, ids, tokens, worker, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation=Operation.RENEWAL
+        )
+        renewed = frozenset(RunId(row["id"]) for row in rows if not row["cancelled"])
+        return Renewal(renewed, frozenset(RunId(row["id"]) for row in rows if row["cancelled"]))
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
         """Give runs back so that any daemon may claim them at once."""
@@ -310,14 +355,15 @@ class RunStore:
         if live < EXACT_BELOW:
             rows = await self._db.fetch(_FINISHED_COUNTS, operation=Operation.SAMPLE)
             finished = {RunStatus(row["status"]): int(row["n"]) for row in rows}
-            return StatusSample(in_flight, finished, sum(in_flight.values()) + sum(finished.values()))
+            total = sum(in_flight.values()) + sum(finished.values())
+            return StatusSample(in_flight, finished, total, **_operations(estimates))
         frequencies = {status: float(estimates["frequencies"].get(status.value, 0.0)) for status in TERMINAL}
         known = sum(frequencies.values())
         estimated = live - sum(in_flight.values())
         split = {
             status: round(estimated * frequency / known) if known else 0 for status, frequency in frequencies.items()
         }
-        return StatusSample(in_flight=in_flight, finished=split, total=live)
+        return StatusSample(in_flight=in_flight, finished=split, total=live, **_operations(estimates))
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
         rows = await self._db.fetch(_OVERDUE, grace_seconds, operation=Operation.SAMPLE)

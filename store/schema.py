@@ -70,6 +70,13 @@ workflow_runs = Table(
     Column("failed_at", TIMESTAMP(timezone=True), nullable=True),
     Column("finished_at", TIMESTAMP(timezone=True), nullable=True),
     Column("updated_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    # The compensated run this one retries (no foreign key: runs are never deleted, and a reference
+    # would lock the old run's row at every submission of a retry).
+    Column("retry_of", UUID(as_uuid=True), nullable=True),
+    # A cancel asked for while the run was in flight: its holder (or the next claim) compensates it.
+    Column("cancel_requested_at", TIMESTAMP(timezone=True), nullable=True),
+    Column("cancel_reason", Text, nullable=True),
+    Column("cancelled_by", Text, nullable=True),
     CheckConstraint(f"status IN {_STATUSES!r}", name="status"),
     CheckConstraint(f"next_step BETWEEN 0 AND {len(_STEPS)}", name="next_step"),
     # Every non-terminal state names where the run goes next, so a claim can always route it.
@@ -85,8 +92,46 @@ workflow_runs = Table(
         "available_at",
         postgresql_where=text("available_at IS NOT NULL"),
     ),
+    # Operator lists go newest first (ids are UUIDv7, ordered by time), by status, failed step or cancel.
+    Index("ix_workflow_runs_status_id", "status", "id"),
+    Index("ix_workflow_runs_failed_step_id", "failed_step", "id", postgresql_where=text("failed_step IS NOT NULL")),
+    Index("ix_workflow_runs_cancel_requested", "id", postgresql_where=text("cancel_requested_at IS NOT NULL")),
+    # One retry per run: retrying a run again returns the run that retried it.
+    UniqueConstraint("retry_of"),
     # Each step's commit updates the run row; free room on the page keeps those updates HOT.
     postgresql_with={"fillfactor": "70"},
+)
+
+
+# Fleet-wide intake: one row. While paused, every daemon's claim takes no pending run (runs already
+# started, and abandoned ones, are still claimed and finished); submissions are stored and wait.
+sagad_intake = Table(
+    "sagad_intake",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, server_default=text("1")),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("changed_at", TIMESTAMP(timezone=True), nullable=True),
+    Column("changed_by", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+
+# Each run's history, written by triggers on workflow_runs inside the statements that change it
+# (migration 0004): no key of its own, so that no event can ever make a claim or a commit fail.
+# Pruned by run age (`sagad runs prune-history`): run ids are ordered by time, so a cut is a key range.
+run_history = Table(
+    "run_history",
+    metadata,
+    Column("run_id", UUID(as_uuid=True), nullable=False),
+    Column("at", TIMESTAMP(timezone=True), nullable=False),
+    Column("event", Text, nullable=False),
+    Column("step", Text, nullable=True),
+    Column("worker", Text, nullable=True),
+    Column("token", BigInteger, nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_run_history_run_id_at", "run_id", "at"),
 )
 
 

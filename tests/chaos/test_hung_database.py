@@ -50,7 +50,7 @@ async def test_a_claim_and_a_renewal_that_get_no_answer_are_abandoned_within_the
             try:
                 held = await runs.claim(WORKER, 3, LEASE)
                 leases = [c.lease for c in held]
-                assert await runs.renew(WORKER, leases, LEASE) == {lease.run_id for lease in leases}
+                assert (await runs.renew(WORKER, leases, LEASE)).renewed == {lease.run_id for lease in leases}
 
                 proxy.partition()
                 claim = await _timed(lambda: runs.claim(WORKER, 3, LEASE))

@@ -133,5 +133,5 @@ async def test_a_deferral_is_fenced_and_gives_the_run_up_with_its_rows(h: Harnes
     # Given up: the deferring daemon can neither compensate nor renew it any more.
     tables = tables_through(Step.GENERATE_DRAFT)
     assert (await h.writer.compensate([deferred.lease], tables)).owned == {}
-    assert await h.leases.renew(ME, [deferred.lease], LEASE_SECONDS) == set()
+    assert (await h.leases.renew(ME, [deferred.lease], LEASE_SECONDS)).renewed == set()
     assert await h.leases.taken_over(ME, [deferred.lease]) == {deferred.run_id}

@@ -154,8 +154,8 @@ async def test_a_renewal_extends_only_the_leases_still_held_by_worker_and_token(
     assert (peers.lease.run_id, mine_again.lease.run_id) == (taken.run_id, reclaimed.run_id)
     leases = [kept.lease, taken.lease, reclaimed.lease]
 
-    assert await h.leases.renew(ME, leases, LEASE_SECONDS) == {kept.run_id}
-    assert await h.leases.renew(PEER, [kept.lease], LEASE_SECONDS) == set()
+    assert (await h.leases.renew(ME, leases, LEASE_SECONDS)).renewed == {kept.run_id}
+    assert (await h.leases.renew(PEER, [kept.lease], LEASE_SECONDS)).renewed == set()
     assert await h.leases.taken_over(ME, leases) == {taken.run_id, reclaimed.run_id}
     assert await h.leases.taken_over(ME, [kept.lease, mine_again.lease]) == set()
 
@@ -163,7 +163,7 @@ async def test_a_renewal_extends_only_the_leases_still_held_by_worker_and_token(
 async def test_a_renewal_makes_an_expired_lease_live_again(h: Harness) -> None:
     [held] = await claimed(h, 1)
     await h.expire([held.run_id])
-    assert await h.leases.renew(ME, [held.lease], LEASE_SECONDS) == {held.run_id}
+    assert (await h.leases.renew(ME, [held.lease], LEASE_SECONDS)).renewed == {held.run_id}
     assert await h.leases.claim(PEER, 10, LEASE_SECONDS) == []
     assert await h.leases.count_overdue() == 0
 
@@ -173,7 +173,7 @@ async def test_a_renewal_passes_over_a_run_whose_row_another_transaction_holds_w
 ) -> None:
     locked, free = await claimed(h, 2)
     async with h.held_elsewhere([locked.run_id]):
-        assert await h.leases.renew(ME, [locked.lease, free.lease], LEASE_SECONDS) == {free.run_id}
+        assert (await h.leases.renew(ME, [locked.lease, free.lease], LEASE_SECONDS)).renewed == {free.run_id}
         assert await h.leases.taken_over(ME, [locked.lease]) == set()
 
 
@@ -183,7 +183,7 @@ async def test_finished_runs_are_neither_renewed_nor_taken_over(h: Harness) -> N
     await fail_at(h, compensated, Step.NORMALIZE_BRIEF)
     await h.writer.compensate([compensated.lease], tables_through(Step.NORMALIZE_BRIEF))
     leases = [completed.lease, compensated.lease]
-    assert await h.leases.renew(ME, leases, LEASE_SECONDS) == set()
+    assert (await h.leases.renew(ME, leases, LEASE_SECONDS)).renewed == set()
     assert await h.leases.taken_over(ME, leases) == set()
     assert await h.leases.release(ME, leases) == set()
 
@@ -239,7 +239,7 @@ async def test_overdue_runs_are_the_held_ones_whose_lease_ran_out(h: Harness) ->
 async def test_another_worker_name_is_another_holder(h: Harness) -> None:
     [held] = await claimed(h, 1)
     stranger = WorkerId(f"{ME}-2")
-    assert await h.leases.renew(stranger, [held.lease], LEASE_SECONDS) == set()
+    assert (await h.leases.renew(stranger, [held.lease], LEASE_SECONDS)).renewed == set()
     assert await h.leases.release(stranger, [held.lease]) == set()
     assert await h.leases.taken_over(stranger, [held.lease]) == {held.run_id}
     assert await h.leases.unanswered_claims(stranger, []) == []
@@ -249,7 +249,7 @@ async def test_a_compensating_run_is_renewed_given_back_and_found_unanswered_as_
     [held] = await claimed(h, 1)
     await fail_at(h, held, Step.GENERATE_DRAFT, reason="draft refused")
 
-    assert await h.leases.renew(ME, [held.lease], LEASE_SECONDS) == {held.run_id}
+    assert (await h.leases.renew(ME, [held.lease], LEASE_SECONDS)).renewed == {held.run_id}
     [unanswered] = await h.leases.unanswered_claims(ME, [])
     assert (unanswered.status, unanswered.failed_step, unanswered.last_error) == (
         RunStatus.COMPENSATING,
@@ -265,6 +265,6 @@ async def test_a_compensating_run_is_renewed_given_back_and_found_unanswered_as_
 async def test_leases_of_runs_the_store_never_had_are_neither_renewed_given_back_nor_taken_over(h: Harness) -> None:
     [held] = await claimed(h, 1)
     unknown = Lease(RunId(uuid.UUID(int=2**100)), held.lease.token)
-    assert await h.leases.renew(ME, [unknown], LEASE_SECONDS) == set()
+    assert (await h.leases.renew(ME, [unknown], LEASE_SECONDS)).renewed == set()
     assert await h.leases.release(ME, [unknown]) == set()
     assert await h.leases.taken_over(ME, [unknown, held.lease]) == set()

@@ -60,7 +60,7 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_commit_a_step(db: Data
         "generate_strategy",
     )
     # The stale daemon cannot renew or release it either.
-    assert await runs.renew(FIRST, [stale.lease], 60) == set()
+    assert (await runs.renew(FIRST, [stale.lease], 60)).renewed == set()
     assert await runs.release(FIRST, [stale.lease]) == set()
 
 
@@ -104,7 +104,7 @@ async def test_renewal_is_one_statement_for_all_held_runs_and_reports_lost_ones(
     assert len(held) == 5
     await _expire(db)
     taken = await runs.claim(SECOND, 2, 60)
-    renewed = await runs.renew(FIRST, [c.lease for c in held], 60)
+    renewed = (await runs.renew(FIRST, [c.lease for c in held], 60)).renewed
     assert renewed == {c.lease.run_id for c in held} - {c.lease.run_id for c in taken}
     lost = await runs.taken_over(FIRST, [c.lease for c in held])
     assert lost == {c.lease.run_id for c in taken}

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from sagad.content.samples import Ending, sample_brief
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.errors import DatabaseTimeout, DatabaseUnreachable
 from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.limits import RENEWAL, SessionLimits

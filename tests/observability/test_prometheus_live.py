@@ -30,6 +30,7 @@ LOAD = {Ending.COMPLETED: 240, Ending.QC_FAIL: 20, Ending.DELIVERY_FAIL: 20, End
 # Alerts whose expression gives no series at all while the daemon is healthy (each ends in a comparison).
 SILENT_WHEN_HEALTHY = (
     "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadDaemonDown",
+    "SagadIntakePaused",
 )  # fmt: skip
 
 

@@ -59,7 +59,7 @@ OUTCOMES = {
 }
 ALERT_NAMES = {
     "SagadLeasesLost", "SagadRunsStuck", "SagadCompensationFailing", "SagadPoisonRuns", "SagadLatencySLO",
-    "SagadDaemonDown", "SagadUndoFailing", "SagadEventLoopLagging",
+    "SagadDaemonDown", "SagadUndoFailing", "SagadEventLoopLagging", "SagadIntakePaused",
 }  # fmt: skip
 SCRAPE_ONLY = {"up"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.errors import DatabaseTimeout
 from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.limits import SessionLimits

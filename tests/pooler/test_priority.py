@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.store.budget import DEFAULT_CONNECTIONS, ConnectionBudget
 from sagad.store.db import Database
 from sagad.store.limits import SessionLimits

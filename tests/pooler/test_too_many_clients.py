@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from sagad.content.samples import Ending
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.errors import DatabaseUnreachable, TooManyClients
 from sagad.store.budget import ConnectionBudget
 from sagad.store.db import Database, asyncpg_dsn

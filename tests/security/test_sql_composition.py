@@ -35,7 +35,7 @@ from tests.security.cli import REPO, sagad
 
 STORE = REPO / "store"
 SENDS_SQL = frozenset({"execute", "executemany", "fetch", "fetchrow", "fetchval"})
-BUILDERS = frozenset({"insert_statement", "step_statement", "compensation_statement", "delete_statement"})
+BUILDERS = frozenset({"insert_statement", "step_statement", "compensation_statement", "delete_statement", "list_query"})
 """Functions in store/ that return a whole statement: their f-strings are checked below."""
 FRAGMENTS = frozenset({"locked_leases", "skipped_leases", "_checks"})
 """Functions in store/ that return pieces of statements: their f-strings are checked below too."""
@@ -97,6 +97,14 @@ SAFE_INTERPOLATIONS = {
     ("insert_statement", "name"): "a column name of the table",
     ("insert_statement", "where"): "a clause around runs_from",
     ("insert_statement", "runs_from"): "a literal at every call (checked below)",
+    ("<module>", "_CANCELLED"): "a module constant without interpolation",
+    ("<module>", "_RUN_COLUMNS"): "a module constant without interpolation",
+    ("list_query", "_RUN_COLUMNS"): "a module constant without interpolation",
+    ("list_query", "len(args)"): "an int: a parameter number",
+    ("list_query", "cast"): "a type name, a literal at every call of arg()",
+    ("list_query", "p"): "a placeholder ($n::type) from arg(): the value itself is bound",
+    ("list_query", "q"): "a placeholder ($n::type) from arg(): the value itself is bound",
+    ("list_query", "condition"): "' AND '.join of this function's own f-strings and literals",
 }
 """(function, expression): every value store/ splices into SQL text, and why it cannot come from outside."""
 
@@ -494,6 +502,14 @@ async def test_sql_injection_payloads_in_every_field_are_stored_verbatim_and_cha
     assert after["relations"] == before["relations"]
     assert after["roles"] == before["roles"]
     grown = {table: after["rows"][table] - before["rows"][table] for table in metadata.tables}
-    # The completed run keeps an output per step; the compensated one keeps nothing.
-    assert grown == {"workflow_runs": 2, "step_outputs": len(Step), **await expected_rows(run_ids[0], completing)}
+    # The completed run keeps an output per step; the compensated one keeps nothing. Their history: a claim
+    # and five commits and an end for one, a claim and a failure and an end for the other; intake untouched.
+    history = grown.pop("run_history")
+    assert grown == {
+        "workflow_runs": 2,
+        "step_outputs": len(Step),
+        "sagad_intake": 0,
+        **await expected_rows(run_ids[0], completing),
+    }
+    assert history >= 2
     assert await rows_of(db, run_ids[1]) == dict.fromkeys(TABLES, 0)

@@ -33,7 +33,7 @@ from sagad.actors.relay import FailureRelay
 from sagad.actors.step import StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
 from sagad.domain.rows import Committed, Row, StepWrite
-from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, RunId, RunStatus, StatusSample, WorkerId
+from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, Renewal, RunId, RunStatus, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
@@ -387,7 +387,7 @@ class FakeStore:
             if run.claimed_by == worker and not run.claimable and run.status in _ACTIVE and run.run_id not in set(known)
         ]
 
-    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> set[RunId]:
+    async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> Renewal:
         await self._enter("renew")
         self._raise_if_told("renew", (lease.run_id for lease in leases))
         renewed = set()
@@ -397,7 +397,7 @@ class FakeStore:
                 run.claimable = False
                 renewed.add(run.run_id)
         self._change()
-        return renewed
+        return Renewal(frozenset(renewed), frozenset())
 
     async def release(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
         await self._enter("release")

@@ -154,3 +154,13 @@ async def test_the_heartbeat_task_keeps_a_running_loop_healthy(clock: Clock) -> 
             await health.beaten.wait()
         assert health.unhealthy() is None
         tg.cancel_scope.cancel()
+
+
+def test_readyz_says_when_intake_is_paused_and_stays_ready(health: Health) -> None:
+    metrics = Metrics()
+    with Endpoint(health, metrics.registry, "127.0.0.1", 0) as served:
+        health.claim_succeeded()
+        metrics.intake_paused.set(1)
+        assert get(f"{served.url}/readyz") == (200, "ok: intake paused (sagad intake resume)\n")
+        metrics.intake_paused.set(0)
+        assert get(f"{served.url}/readyz") == (200, "ok\n")

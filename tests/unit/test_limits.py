@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.metrics import DB_OPERATIONS, Metrics
 from sagad.store.limits import RENEWAL, SessionLimits
 

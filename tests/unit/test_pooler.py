@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from sagad.domain.operations import Operation
+from sagad.domain.db_operations import Operation
 from sagad.store.limits import SessionLimits
 from sagad.store.pooler import ServerFacts, TransactionLimits, _milliseconds, pooler_refusal, role_settings
 

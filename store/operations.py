@@ -1,0 +1,302 @@
+"""What operators and clients ask of runs: show, list, cancel, retry, resume, and the fleet's intake."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from sagad.domain.operations import (
+    CANCEL_PREFIX,
+    CancelOutcome,
+    CancelResult,
+    HistoryEvent,
+    IntakeState,
+    RetryOutcome,
+    RetryResult,
+    Run,
+    RunFilter,
+)
+from sagad.domain.runs import RunId, RunStatus, new_run_id
+from sagad.domain.steps import Step
+from sagad.store.db import Database
+from sagad.store.runs import STEP_NAMES_BOUND, SUBMITTED_CHANNEL
+
+FINISHED_CHANNEL = "sagad_finished"
+"""Where migration 0003's trigger announces each run that reaches a terminal state (payload: its id)."""
+
+_RUN_COLUMNS = """
+    r.id, r.status, r.next_step, r.failed_step, r.attempts, r.last_error, r.compensation_error, r.claimed_by,
+    r.lease_token, r.idempotency_key, r.submitted_at, r.started_at, r.failed_at, r.finished_at,
+    CASE WHEN r.claimed_by IS NOT NULL THEN r.available_at END AS lease_expires_at,
+    r.retry_of, (SELECT c.id FROM workflow_runs c WHERE c.retry_of = r.id) AS retried_by,
+    r.cancel_requested_at, r.cancel_reason, r.cancelled_by
+"""
+
+_SHOW = f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE r.id = $1"
+
+# Locks each run (waiting for a step commit under way on it: the answer must be definite), then:
+# pending, never claimed -> compensated here, at once (it wrote nothing); running -> marked, and its
+# holder's next renewal (or the next claim, if its holder is gone) sends it backward.
+_CANCEL = """
+    WITH target AS (
+        SELECT r.id, r.status, r.cancel_requested_at IS NOT NULL AS marked
+        FROM workflow_runs r WHERE r.id = ANY($1::uuid[])
+        ORDER BY r.id
+        FOR NO KEY UPDATE
+    ),
+    changed AS (
+        UPDATE workflow_runs r SET
+            status = CASE WHEN t.status = 'pending' THEN 'compensated' ELSE r.status END,
+            available_at = CASE WHEN t.status = 'pending' THEN NULL ELSE r.available_at END,
+            finished_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.finished_at END,
+            failed_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.failed_at END,
+            last_error = CASE WHEN t.status = 'pending' THEN $4 || $2 ELSE r.last_error END,
+            -- Where it stopped: a compensated run always names a step (the audit holds it to that).
+            failed_step = CASE WHEN t.status = 'pending' THEN ($5::text[])[r.next_step + 1] ELSE r.failed_step END,
+            cancel_requested_at = now(), cancel_reason = $2, cancelled_by = $3, updated_at = now()
+        FROM target t
+        WHERE r.id = t.id AND t.status IN ('pending', 'running') AND NOT t.marked
+        RETURNING r.id
+    )
+    SELECT t.id, t.status, t.marked, t.id IN (SELECT id FROM changed) AS changed FROM target t
+"""
+
+# A new run per compensated run, with the same brief, linked to it; a run retried before keeps its
+# first retry (the unique retry_of), which the statement after this one reads.
+_RETRY = """
+    WITH asked AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS a(id, new_id)
+    ),
+    source AS (
+        SELECT a.id, a.new_id, r.status, r.brief FROM asked a JOIN workflow_runs r ON r.id = a.id
+    ),
+    created AS (
+        INSERT INTO workflow_runs (id, brief, retry_of)
+        SELECT s.new_id, s.brief, s.id FROM source s WHERE s.status = 'compensated'
+        ON CONFLICT (retry_of) DO NOTHING
+        RETURNING id, retry_of, pg_notify($3, '')::text AS notified
+    )
+    SELECT s.id, s.status, c.id AS created FROM source s LEFT JOIN created c ON c.retry_of = s.id
+"""
+
+_RETRIED_BY = "SELECT retry_of, id FROM workflow_runs WHERE retry_of = ANY($1::uuid[])"
+
+# A compensation held up by a failing undo is tried again now rather than after its delay; one
+# still held by a live daemon is left alone (it is being tried).
+_RESUME = """
+    UPDATE workflow_runs r SET available_at = now(), updated_at = now()
+    WHERE r.id = ANY($1::uuid[]) AND r.status = 'compensating' AND r.compensation_error IS NOT NULL
+      AND r.claimed_by IS NULL AND r.available_at > now()
+    RETURNING r.id
+"""
+
+_EXISTING = "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[])"
+
+_HISTORY = """
+    SELECT at, event, step, worker, token, attempt, detail FROM run_history
+    WHERE run_id = $1
+    ORDER BY at, CASE event WHEN 'retry' THEN 0 WHEN 'cancel requested' THEN 1 WHEN 'claimed' THEN 2
+                            WHEN 'committed' THEN 3 WHEN 'failed' THEN 4 WHEN 'undo held up' THEN 5 ELSE 6 END
+    LIMIT $2
+"""
+
+# Run ids are ordered by time (UUIDv7): the history of runs submitted before a moment is a key range.
+_PRUNE_HISTORY = """
+    DELETE FROM run_history WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM run_history WHERE run_id < $1::uuid LIMIT $2
+    ))
+"""
+
+_INTAKE = "SELECT paused, changed_at, changed_by, reason FROM sagad_intake WHERE id = 1"
+
+_SET_INTAKE = """
+    UPDATE sagad_intake SET paused = $1, changed_at = now(), changed_by = $2, reason = $3
+    WHERE id = 1
+    RETURNING paused, changed_at, changed_by, reason
+"""
+
+
+def id_floor(moment: datetime) -> uuid.UUID:
+    """The smallest run id (UUIDv7) of a run submitted at ``moment``: time windows become id ranges."""
+    millis = max(0, int(moment.timestamp() * 1000))
+    return uuid.UUID(int=(millis & ((1 << 48) - 1)) << 80)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list (or count) statement and its bound arguments, in the order of their numbers."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: bool = False) -> ListQuery:
+    """The statement listing (or counting) the runs ``where`` matches, newest first, and its arguments.
+
+    Run ids grow with time (UUIDv7), so newest first is the primary key read backwards, a time
+    window an id range on it, and the cursor (the last id of the page before) a bound on it: runs
+    added while an operator pages come before the first page, never between pages. Every value is
+    bound: ``p`` and ``q`` below are placeholders (``$n::type``), never values.
+    """
+    args: list[Any] = []
+
+    def arg(value: Any, cast: str) -> str:
+        args.append(value)
+        return f"${len(args)}::{cast}"
+
+    conditions: list[str] = []
+    if where.statuses:
+        p = arg(sorted(s.value for s in where.statuses), "text[]")
+        conditions.append(f"r.status = ANY({p})")
+    if where.step is not None:
+        p, q = arg(where.step.index, "smallint"), arg(where.step.value, "text")
+        conditions.append(f"((r.status IN ('pending', 'running') AND r.next_step = {p}) OR r.failed_step = {q})")
+    if where.since is not None:
+        p, q = arg(id_floor(where.since), "uuid"), arg(where.since, "timestamptz")
+        conditions.append(f"r.id >= {p} AND r.submitted_at >= {q}")
+    if where.until is not None:
+        p, q = arg(id_floor(where.until), "uuid"), arg(where.until, "timestamptz")
+        conditions.append(f"r.id < {p} AND r.submitted_at < {q}")
+    if where.error_contains is not None:
+        p = arg(where.error_contains, "text")
+        conditions.append(f"strpos(lower(r.last_error), lower({p})) > 0")
+    if where.waiting_on_undo:
+        conditions.append("r.status = 'compensating' AND r.compensation_error IS NOT NULL")
+    if where.cancelled:
+        conditions.append("r.cancel_requested_at IS NOT NULL")
+    if cursor is not None:
+        p = arg(cursor, "uuid")
+        conditions.append(f"r.id < {p}")
+    condition = " AND ".join(conditions) or "true"
+    if count:
+        return ListQuery(f"SELECT count(*) AS n FROM workflow_runs r WHERE {condition}", tuple(args))
+    p = arg(limit, "int")
+    return ListQuery(
+        f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE {condition} ORDER BY r.id DESC LIMIT {p}", tuple(args)
+    )
+
+
+def _run(row: asyncpg.Record) -> Run:
+    status = RunStatus(row["status"])
+    step = row["next_step"]
+    at_step = status in (RunStatus.PENDING, RunStatus.RUNNING) and step < len(Step)
+    return Run(
+        run_id=RunId(row["id"]),
+        status=status,
+        current_step=Step.at(step).value if at_step else None,
+        failed_step=row["failed_step"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        compensation_error=row["compensation_error"],
+        claimed_by=row["claimed_by"],
+        lease_token=row["lease_token"],
+        idempotency_key=row["idempotency_key"],
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        failed_at=row["failed_at"],
+        finished_at=row["finished_at"],
+        lease_expires_at=row["lease_expires_at"],
+        retry_of=None if row["retry_of"] is None else RunId(row["retry_of"]),
+        retried_by=None if row["retried_by"] is None else RunId(row["retried_by"]),
+        cancel_requested_at=row["cancel_requested_at"],
+        cancel_reason=row["cancel_reason"],
+        cancelled_by=row["cancelled_by"],
+    )
+
+
+def _cancel_outcome(row: asyncpg.Record) -> CancelOutcome:
+    status = RunStatus(row["status"])
+    if status is RunStatus.PENDING:
+        return CancelOutcome.COMPENSATED if row["changed"] else CancelOutcome.ALREADY_REQUESTED
+    if status is RunStatus.RUNNING:
+        return CancelOutcome.REQUESTED if row["changed"] else CancelOutcome.ALREADY_REQUESTED
+    if status is RunStatus.COMPENSATING:
+        return CancelOutcome.ALREADY_COMPENSATING
+    if status is RunStatus.COMPENSATED:
+        return CancelOutcome.ALREADY_COMPENSATED
+    return CancelOutcome.REFUSED_COMPLETED
+
+
+def _intake(row: asyncpg.Record) -> IntakeState:
+    return IntakeState(row["paused"], row["changed_at"], row["changed_by"], row["reason"])
+
+
+class OperationsStore:
+    """The operator's reads and writes of runs; each is one statement (a retry of known runs, two)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def show(self, run_id: RunId) -> Run | None:
+        rows = await self._db.fetch(_SHOW, run_id)
+        return _run(rows[0]) if rows else None
+
+    async def list_runs(self, where: RunFilter, *, cursor: RunId | None, limit: int) -> list[Run]:
+        built = list_query(where, cursor=cursor, limit=limit)
+        return [_run(row) for row in await self._db.fetch(built.sql, *built.args)]
+
+    async def count(self, where: RunFilter) -> int:
+        built = list_query(where, cursor=None, limit=0, count=True)
+        rows = await self._db.fetch(built.sql, *built.args)
+        return int(rows[0]["n"])
+
+    async def missing(self, run_ids: Sequence[RunId]) -> list[RunId]:
+        """Of these ids, the ones no run has."""
+        found = {row["id"] for row in await self._db.fetch(_EXISTING, list(run_ids))}
+        return [run_id for run_id in run_ids if run_id not in found]
+
+    async def cancel(self, run_ids: Sequence[RunId], reason: str, by: str) -> list[CancelResult]:
+        """Cancel these runs in one transaction; runs that do not exist are left out of the answer."""
+        rows = await self._db.fetch(_CANCEL, list(run_ids), reason, by, CANCEL_PREFIX, STEP_NAMES_BOUND)
+        return [CancelResult(RunId(row["id"]), _cancel_outcome(row)) for row in rows]
+
+    async def retry(self, run_ids: Sequence[RunId]) -> list[RetryResult]:
+        """Retry these compensated runs as new runs (once each); runs that do not exist are left out."""
+        new_ids = [new_run_id() for _ in run_ids]
+        rows = await self._db.fetch(_RETRY, list(run_ids), new_ids, SUBMITTED_CHANNEL)
+        again = [row["id"] for row in rows if row["created"] is None and row["status"] == "compensated"]
+        earlier: dict[uuid.UUID, uuid.UUID] = {}
+        if again:
+            earlier = {row["retry_of"]: row["id"] for row in await self._db.fetch(_RETRIED_BY, again)}
+        results = []
+        for row in rows:
+            run_id = RunId(row["id"])
+            if row["created"] is not None:
+                results.append(RetryResult(run_id, RetryOutcome.CREATED, RunId(row["created"])))
+            elif row["id"] in earlier:
+                results.append(RetryResult(run_id, RetryOutcome.ALREADY_RETRIED, RunId(earlier[row["id"]])))
+            else:
+                results.append(RetryResult(run_id, RetryOutcome.REFUSED_NOT_COMPENSATED, None))
+        return results
+
+    async def resume(self, run_ids: Sequence[RunId]) -> set[RunId]:
+        """Of these runs waiting on a failed undo, the ones made claimable now."""
+        return {RunId(row["id"]) for row in await self._db.fetch(_RESUME, list(run_ids))}
+
+    async def history(self, run_id: RunId, limit: int) -> list[HistoryEvent]:
+        rows = await self._db.fetch(_HISTORY, run_id, limit)
+        return [
+            HistoryEvent(
+                row["at"], row["event"], row["step"], row["worker"], row["token"], row["attempt"], row["detail"]
+            )
+            for row in rows
+        ]
+
+    async def prune_history(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` history events of runs submitted before ``before``; how many went."""
+        async with self._db.connection() as conn:
+            status = await conn.execute(_PRUNE_HISTORY, id_floor(before), limit)
+        return int(status.split()[-1])
+
+    async def intake(self) -> IntakeState:
+        [row] = await self._db.fetch(_INTAKE)
+        return _intake(row)
+
+    async def set_intake(self, paused: bool, by: str, reason: str | None) -> IntakeState:
+        [row] = await self._db.fetch(_SET_INTAKE, paused, by, reason)
+        return _intake(row)
