@@ -55,10 +55,11 @@ async def test_a_full_server_is_named_in_one_line_and_the_daemon_waits_for_room(
         # Room for one: a daemon asks the server its max_connections, then finds no room for its pools.
         await crowd.pop().close()
 
-        stopped = fleet.start(tight_url, "stopped-while-waiting", "--max-connections", "4")
+        # One daemon at a time: two would race for the one slot, and the loser could not ask either.
         waiting = fleet.start(tight_url, "waits", "--max-connections", "4")
-        for daemon in (stopped, waiting):
-            await wait_until(partial(_said, daemon, "too many clients"), seconds=20)
+        await wait_until(partial(_said, waiting, "too many clients"), seconds=20)
+        stopped = fleet.start(tight_url, "stopped-while-waiting", "--max-connections", "4")
+        await wait_until(partial(_said, stopped, "too many clients"), seconds=20)
         [said] = [line for line in waiting.log.read_text().splitlines() if "too many clients" in line][:1]
         assert f"its max_connections is {MAX_CONNECTIONS}" in said
         assert "--max-connections 4" in said and "retrying" in said
