@@ -97,9 +97,18 @@ _RESUME = """
 
 _EXISTING = "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[])"
 
+# What the trigger of migration 0004 recorded, with what the run already says: a step's commit is its
+# output's creation (kept until a compensation deletes the outputs), a completion the run's end.
 _HISTORY = """
-    SELECT at, event, step, worker, token, attempt, detail FROM run_history
-    WHERE run_id = $1
+    SELECT at, event, step, worker, token, attempt, detail FROM (
+        SELECT at, event, step, worker, token, attempt, detail FROM run_history WHERE run_id = $1
+        UNION ALL
+        SELECT o.created_at, 'committed', ($3::text[])[o.step + 1], NULL, NULL, NULL, NULL
+        FROM step_outputs o WHERE o.run_id = $1
+        UNION ALL
+        SELECT r.finished_at, 'completed', NULL, NULL, r.lease_token, r.attempts, NULL
+        FROM workflow_runs r WHERE r.id = $1 AND r.status = 'completed'
+    ) h
     ORDER BY at, CASE event WHEN 'retry' THEN 0 WHEN 'cancel requested' THEN 1 WHEN 'claimed' THEN 2
                             WHEN 'committed' THEN 3 WHEN 'failed' THEN 4 WHEN 'undo held up' THEN 5 ELSE 6 END
     LIMIT $2
@@ -279,7 +288,7 @@ class OperationsStore:
         return {RunId(row["id"]) for row in await self._db.fetch(_RESUME, list(run_ids))}
 
     async def history(self, run_id: RunId, limit: int) -> list[HistoryEvent]:
-        rows = await self._db.fetch(_HISTORY, run_id, limit)
+        rows = await self._db.fetch(_HISTORY, run_id, limit, STEP_NAMES_BOUND)
         return [
             HistoryEvent(
                 row["at"], row["event"], row["step"], row["worker"], row["token"], row["attempt"], row["detail"]

@@ -8,7 +8,7 @@ from functools import cache
 
 from sagad.domain.rows import Committed, Row, StepWrite
 from sagad.domain.runs import Lease, RunId, WorkerId
-from sagad.domain.steps import Step
+from sagad.domain.steps import STEP_NAMES, Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import FENCE_PARAMS, lease_arrays, locked_leases, skipped_leases
@@ -96,7 +96,16 @@ _ALREADY_COMPENSATED = """
     WHERE r.status = 'compensated'
 """
 _COMPENSATION_FENCE = "r.status = 'compensating'"
+_DELETE_OUTPUTS = """
+    DELETE FROM step_outputs WHERE run_id = ANY(ARRAY(SELECT id FROM finished)) RETURNING run_id, step, created_at
+"""
+# A compensated run's history keeps when each of its steps committed, which its outputs said until now.
+_KEEP_COMMITS = """
+    INSERT INTO run_history (run_id, at, event, step)
+    SELECT run_id, created_at, 'committed', ($4::text[])[step + 1] FROM delete_step_outputs
+"""
 _DOOMED = "ARRAY(SELECT id FROM finished)"
+_STEP_NAMES = list(STEP_NAMES)
 
 
 @cache
@@ -114,16 +123,18 @@ def compensation_statement(tables: frozenset[str]) -> Statement:
         f"finished AS ({_FINISH_COMPENSATION})",
     ]
     counts = []
-    for table in (*children_first(tables), "step_outputs"):
+    for table in children_first(tables):
         parts.append(f"delete_{table} AS ({delete_statement(table, _DOOMED)})")
         counts.append(f"SELECT '{table}', NULL::uuid, count(*)::float8 FROM delete_{table}")
+    parts += [f"delete_step_outputs AS ({_DELETE_OUTPUTS})", f"kept_commits AS ({_KEEP_COMMITS})"]
+    counts.append("SELECT 'step_outputs', NULL::uuid, count(*)::float8 FROM delete_step_outputs")
     sql = (
         f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value FROM finished "
         f"UNION ALL {_ALREADY_COMPENSATED} "
         f"UNION ALL SELECT 'skipped', id, 0::float8 FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
         f"UNION ALL {' UNION ALL '.join(counts)}"
     )
-    return Statement(sql, FENCE_PARAMS)
+    return Statement(sql, (*FENCE_PARAMS, "step_names"))
 
 
 # An undo that keeps failing: the run stays compensating, given back with the reason, to be
@@ -191,7 +202,7 @@ class StepStore:
         """One statement: mark the runs compensated and delete their rows and outputs, children first."""
         ids, tokens = lease_arrays(leases)
         statement = compensation_statement(tables)
-        values = {"run_ids": ids, "tokens": tokens, "worker": self._worker}
+        values = {"run_ids": ids, "tokens": tokens, "worker": self._worker, "step_names": _STEP_NAMES}
         async with self._db.connection() as conn:
             rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(

@@ -33,33 +33,32 @@ _NOTIFY_TRIGGER = """
 
 
 # Each run's history, written by the statements that already run (claims, step commits, compensations,
-# cancels): one set-based INSERT per statement from its transition tables, no round trip of its own.
-# Claims are recorded up to the tenth, then every hundredth: a run whose undo keeps failing is claimed
-# again every --undo-retry-seconds, and its history must stay short.
-_STEPS = "ARRAY['normalize_brief', 'generate_strategy', 'generate_draft', 'qc_evaluate', 'deliver']::text[]"
-_HISTORY_ON_UPDATE = f"""
+# cancels) through a row trigger, no round trip of its own.
+# Only what the run row and its outputs do not already say is recorded: each claim (the daemon and the
+# lease token a run ran under; up to the tenth, then every hundredth, since a run whose undo keeps
+# failing is claimed again every --undo-retry-seconds), a failure, an undo held up, the compensation, a
+# cancel request. A step's commit is its output's `created_at`, and a completion the run's
+# `finished_at`: recording them again cost the instant pipeline a fifth of its speed (bench.history_cost).
+_HISTORY_ON_UPDATE = """
     CREATE FUNCTION sagad_history_on_update() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO run_history (run_id, at, event, step, worker, token, attempt, detail)
-        SELECT n.id, now(), e.event, e.step, e.worker, n.lease_token, n.attempts, e.detail
-        FROM new_runs n JOIN old_runs o ON o.id = n.id
-        CROSS JOIN LATERAL (
-            SELECT 'claimed' AS event, NULL::text AS step, n.claimed_by AS worker, NULL::text AS detail
-            WHERE n.lease_token <> o.lease_token AND (n.attempts <= 10 OR n.attempts % 100 = 0)
+        SELECT NEW.id, now(), e.event, e.step, e.worker, NEW.lease_token, NEW.attempts, e.detail
+        FROM (
+            SELECT 'claimed' AS event, NULL::text AS step, NEW.claimed_by AS worker, NULL::text AS detail
+            WHERE NEW.lease_token <> OLD.lease_token AND (NEW.attempts <= 10 OR NEW.attempts % 100 = 0)
             UNION ALL
-            SELECT 'committed', ({_STEPS})[o.next_step + 1], o.claimed_by, NULL WHERE n.next_step > o.next_step
+            SELECT 'failed', NEW.failed_step, coalesce(OLD.claimed_by, NEW.claimed_by), NEW.last_error
+            WHERE NEW.status = 'compensating' AND OLD.status <> 'compensating'
             UNION ALL
-            SELECT 'failed', n.failed_step, coalesce(o.claimed_by, n.claimed_by), n.last_error
-            WHERE n.status = 'compensating' AND o.status <> 'compensating'
+            SELECT 'undo held up', NEW.failed_step, OLD.claimed_by, NEW.compensation_error
+            WHERE NEW.compensation_error IS NOT NULL AND NEW.compensation_error IS DISTINCT FROM OLD.compensation_error
             UNION ALL
-            SELECT 'undo held up', n.failed_step, o.claimed_by, n.compensation_error
-            WHERE n.compensation_error IS NOT NULL AND n.compensation_error IS DISTINCT FROM o.compensation_error
+            SELECT 'compensated', NULL, OLD.claimed_by, NEW.last_error
+            WHERE NEW.status = 'compensated' AND OLD.status <> NEW.status
             UNION ALL
-            SELECT n.status, NULL, o.claimed_by, n.last_error
-            WHERE n.status IN ('completed', 'compensated') AND o.status <> n.status
-            UNION ALL
-            SELECT 'cancel requested', NULL, n.cancelled_by, n.cancel_reason
-            WHERE n.cancel_requested_at IS NOT NULL AND o.cancel_requested_at IS NULL
+            SELECT 'cancel requested', NULL, NEW.cancelled_by, NEW.cancel_reason
+            WHERE NEW.cancel_requested_at IS NOT NULL AND OLD.cancel_requested_at IS NULL
         ) e;
         RETURN NULL;
     END $$
@@ -73,9 +72,14 @@ _HISTORY_ON_INSERT = """
     END $$
 """
 _HISTORY_TRIGGERS = (
-    """CREATE TRIGGER workflow_runs_history_on_update AFTER UPDATE ON workflow_runs
-       REFERENCING OLD TABLE AS old_runs NEW TABLE AS new_runs
-       FOR EACH STATEMENT EXECUTE FUNCTION sagad_history_on_update()""",
+    # A row trigger whose WHEN is evaluated without calling the function: a step's commit that neither
+    # fails nor finishes a run, and a renewal, cost next to nothing.
+    """CREATE TRIGGER workflow_runs_history_on_update AFTER UPDATE ON workflow_runs FOR EACH ROW
+       WHEN ((NEW.lease_token <> OLD.lease_token AND (NEW.attempts <= 10 OR NEW.attempts % 100 = 0))
+             OR (NEW.status IN ('compensating', 'compensated') AND NEW.status <> OLD.status)
+             OR NEW.compensation_error IS DISTINCT FROM OLD.compensation_error
+             OR NEW.cancel_requested_at IS DISTINCT FROM OLD.cancel_requested_at)
+       EXECUTE FUNCTION sagad_history_on_update()""",
     """CREATE TRIGGER workflow_runs_history_on_insert AFTER INSERT ON workflow_runs
        REFERENCING NEW TABLE AS new_runs
        FOR EACH STATEMENT EXECUTE FUNCTION sagad_history_on_insert()""",

@@ -12,6 +12,7 @@ from sagad.domain.runs import RunStatus
 from sagad.domain.steps import Step
 from sagad.store.db import Database
 from sagad.store.operations import _HISTORY, _SHOW, list_query
+from sagad.store.runs import STEP_NAMES_BOUND
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +83,7 @@ async def test_each_list_filter_reads_an_index_and_stops_at_a_page(big: Database
 
 async def test_show_and_history_read_one_run_by_its_key(big: Database) -> None:
     [row] = await big.fetch("SELECT id FROM workflow_runs WHERE status = 'compensated' ORDER BY id LIMIT 1")
-    for query, args in ((_SHOW, (row["id"],)), (_HISTORY, (row["id"], 1000))):
+    for query, args in ((_SHOW, (row["id"],)), (_HISTORY, (row["id"], 1000, STEP_NAMES_BOUND))):
         [explained] = await big.fetch(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)
         nodes = _nodes(explained[0][0]["Plan"])
         assert not any(node == "Seq Scan" for node, _ in nodes), nodes

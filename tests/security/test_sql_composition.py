@@ -76,6 +76,8 @@ SAFE_INTERPOLATIONS = {
     ("skipped_leases", "where"): "a literal at every call (checked below)",
     ("compensation_statement", "_FINISH_COMPENSATION"): "a module constant without interpolation",
     ("compensation_statement", "_ALREADY_COMPENSATED"): "a module constant without interpolation",
+    ("compensation_statement", "_DELETE_OUTPUTS"): "a module constant without interpolation",
+    ("compensation_statement", "_KEEP_COMMITS"): "a module constant without interpolation",
     ("compensation_statement", "skipped_leases(_COMPENSATION_FENCE)"): "skipped_leases(a literal constant)",
     ("compensation_statement", "', '.join(parts)"): "locked_leases(literals), constants and delete_statement() outputs",
     ("compensation_statement", "' UNION ALL '.join(counts)"): "counts of the delete CTEs, named from the schema",
@@ -113,6 +115,7 @@ ALLOWED_SQL_LITERALS = {
     *STEP_NAMES,
     *metadata.tables,
     *("owned", "skipped", "run"),
+    "committed",  # the history event a compensation keeps for each step its run committed
     *("", " (", ")", " held by ", " since ", " step ", "alembic_version"),
     *("status", "{}"),  # the column whose statistics estimate finished runs, and an empty JSON object
     # store/liveness.py and store/db.py: session states, wait events, lock modes and a setting

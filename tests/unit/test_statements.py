@@ -30,4 +30,4 @@ def test_every_step_commit_names_each_parameter_its_sql_numbers(step: Step) -> N
     statement = step_statement(step)
     assert statement.params[:3] == ("run_ids", "tokens", "worker")
     assert all(f"{table}." in " ".join(statement.params) for table in step.tables)
-    assert compensation_statement(frozenset(step.tables)).params == ("run_ids", "tokens", "worker")
+    assert compensation_statement(frozenset(step.tables)).params == ("run_ids", "tokens", "worker", "step_names")
