@@ -15,11 +15,15 @@ demo: $(BIN)/sagad
 	$(BIN)/sagad migrate
 	$(BIN)/sagad demo
 
-# promtool (Debian's prometheus package) checks the alert rules and the compose Prometheus config.
+# promtool (Debian's prometheus package) checks the alert rules and the compose Prometheus config;
+# pgbouncer (Debian's, 1.18) is the pooler in transaction mode that tests/pooler runs the daemon through.
 tools:
 	@command -v promtool >/dev/null || { \
 		[ "$$(id -u)" = 0 ] || { echo "install Debian's prometheus package (it ships promtool)"; exit 1; }; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { \
+		[ "$$(id -u)" = 0 ] || { echo "install Debian's pgbouncer package"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; }
 
 # mypy names modules after folders: it checks the package through a link named `sagad`.
 lint: $(BIN)/sagad

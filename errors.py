@@ -33,6 +33,14 @@ class DatabaseTimeout(TransientDatabaseError):
     """The server cancelled a statement that ran past its time limit (a lock held elsewhere, a slow server)."""
 
 
+class TooManyClients(DatabaseUnreachable):
+    """The server (or a pooler) refused a connection: it has as many as it allows."""
+
+
+class PoolerRefused(TransientDatabaseError):
+    """A pooler in front of the server refused a session feature (a setting at connect, a prepared statement)."""
+
+
 class WorkerIdInUse(SagadError):
     """A live daemon already runs under this worker id."""
 

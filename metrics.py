@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sagad.domain.db_operations import Operation
 from sagad.domain.runs import STATUS_NAMES, TERMINAL
 from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES
 
@@ -27,8 +28,8 @@ LOST_LEASE_FINDERS = ("renewal", "call", "step", "compensation", "undo")
 
 
 ACTORS = (*STEP_NAMES, "compensator", "claimer", "renewer", "sampler", "reaper", "event_loop")
-DB_OPERATIONS = ("claim", "renewal", "release", "reap", "sample", "listen", "lock", "commit")
-"""What sagad waits on the database for, as ``store/`` names it (``commit``: step and compensation commits)."""
+DB_OPERATIONS = tuple(operation.value for operation in Operation)
+"""What sagad waits on the database for (``commit``: step and compensation commits), declared once."""
 
 
 class Metrics:

@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from sagad.actors.claimer import Claimer
@@ -41,7 +41,7 @@ from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
 from sagad.store.db import Database
 from sagad.store.liveness import DeadWorkers, WorkerLock
-from sagad.store.notify import SubmissionListener
+from sagad.store.notify import Polling, SubmissionListener
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
 
@@ -67,17 +67,10 @@ class Settings:
     undo_retry_seconds: float = 30.0
     """How long a run whose undo kept failing waits, compensating, before it is tried again."""
     commits_in_flight: int = 3
-    """Commits of one step in flight at once: more than one only when the database is far away."""
+    """Commits of one step in flight at once: more than one only when the database is far away
+    (``ConnectionBudget.commits_in_flight``: what the work pool has room for)."""
     reap_seconds: float | None = 0.5
     """How often to look for dead daemons whose runs to take over; None: wait for their leases."""
-
-    @property
-    def pool_size(self) -> int:
-        """Connections of the main pool: each step's commits in flight, and one each for the claimer,
-        the compensator, the sampler, the reaper and a release, and two to spare for a connection being
-        replaced after an error. Renewals have a pool of two of their own; the submission listener and
-        the worker lock a connection each."""
-        return 5 * self.commits_in_flight + 7
 
 
 class _Supervised(Protocol):
@@ -122,11 +115,19 @@ class Supervisor:
         self.runs = RunStore(db)
         self.ledger = Ledger(settings.max_inflight, metrics)
         self._steps = StepStore(db, settings.worker_id)
-        self._listener = SubmissionListener(db)
         self._faults = faults or NoFaults()
         self._readiness = readiness or Unobserved()
         self._lock = WorkerLock(db, settings.worker_id, check_seconds=settings.lease_seconds / 3)
         metrics.worker_lock_held.set_function(lambda: int(self._lock.held))
+
+    @property
+    def _locking(self) -> bool:
+        """Whether the budget has a session for the worker lock (else peers wait for this daemon's leases)."""
+        return self._db.locks
+
+    def _wakeup(self) -> SubmissionListener | Polling:
+        """LISTEN where the budget has a session for it; else the claimer polls."""
+        return SubmissionListener(self._db) if self._db.listens else Polling()
 
     async def run(self, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop`` is set, then drain in-flight runs and release what is left.
@@ -135,7 +136,8 @@ class Supervisor:
         worker id still held are given back at start, to be claimed at once.
         """
         self._db.count_timeouts(lambda operation: self.metrics.db_timeouts.labels(operation).inc())
-        await self._lock.take()
+        if self._locking:
+            await self._lock.take()
         try:
             if await self._give_back_previous_life(stop):
                 await self._run(stop, task_status)
@@ -161,6 +163,7 @@ class Supervisor:
         forward = [_Inbox[StepWork].of_size(s.inbox_size) for _ in specs]
         backward = [_Inbox[Compensation].of_size(s.inbox_size) for _ in specs]
         to_compensator = _Inbox[Compensation].of_size(s.inbox_size)
+        wakeup = self._wakeup()
         actors = [
             StepActor(
                 spec=spec,
@@ -187,7 +190,7 @@ class Supervisor:
             store=self.runs,
             ledger=self.ledger,
             metrics=self.metrics,
-            wakeup=self._listener,
+            wakeup=wakeup,
             worker=s.worker_id,
             lease_seconds=s.lease_seconds,
             claim_limit=s.batch_limit,
@@ -223,8 +226,7 @@ class Supervisor:
                 resources.enter_context(inbox.send)
                 resources.enter_context(inbox.receive)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._listener.run)
-                tg.start_soon(self._lock.keep)
+                self._keep_sessions(tg, wakeup)
                 if reaper is not None:
                     tg.start_soon(self._supervise, "reaper", reaper, reaper.run)
                 tg.start_soon(self._supervise, "renewer", renewer, renewer.run)
@@ -249,10 +251,16 @@ class Supervisor:
                 tg.cancel_scope.cancel()
             await self._release_remaining()
 
+    def _keep_sessions(self, tg: TaskGroup, wakeup: SubmissionListener | Polling) -> None:
+        """The sessions the budget has room for: LISTEN, and the worker lock taken again when lost."""
+        tg.start_soon(wakeup.run)
+        if self._locking:
+            tg.start_soon(self._lock.keep)
+
     def _reaper(self) -> Reaper | None:
         s = self.settings
-        if s.reap_seconds is None:
-            return None
+        if s.reap_seconds is None or not self._locking:
+            return None  # without worker locks every peer looks dead: runs wait for their leases
         return Reaper(
             store=DeadWorkers(self._db),
             metrics=self.metrics,

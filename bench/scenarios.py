@@ -88,12 +88,12 @@ SCENARIOS = {
 
 
 @contextmanager
-def delay_proxy(server: str) -> Iterator[str]:
+def delay_proxy(server: str, delay_ms: int = FAR_DELAY_MS) -> Iterator[str]:
     """A delay proxy process in front of ``server`` (TCP); the host:port to connect to instead."""
     parsed = make_url(server)
     upstream = f"{parsed.host or '127.0.0.1'}:{parsed.port or 5432}"
     command = [sys.executable, "-m", "sagad.loadtest.distance", "--upstream", upstream]
-    command += ["--delay-ms", str(FAR_DELAY_MS)]
+    command += ["--delay-ms", str(delay_ms)]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proxy:
         try:
             assert proxy.stdout is not None
@@ -121,14 +121,14 @@ def loadtest(url: str, options: Sequence[str]) -> dict[str, Any]:
     return report
 
 
-def measure(server: str, scenario: Scenario) -> dict[str, Any]:
+def measure(server: str, scenario: Scenario, delay_ms: int = FAR_DELAY_MS) -> dict[str, Any]:
     name = f"sagad_scenario_{os.getpid()}_{scenario.name.replace('-', '_')}"
     url = database_url(server, name)
     anyio.run(_admin, server, f'CREATE DATABASE "{name}"')
     try:
         upgrade(url)
         if scenario.far:
-            with delay_proxy(server) as address:
+            with delay_proxy(server, delay_ms) as address:
                 far_url = make_url(url).set(host=address.split(":")[0], port=int(address.split(":")[1]))
                 report = loadtest(far_url.render_as_string(hide_password=False), scenario.options)
         else:
@@ -147,7 +147,7 @@ def measure(server: str, scenario: Scenario) -> dict[str, Any]:
         "completed_p99_ms": latency.get("p99"),
         "daemons": report.get("daemons"),
         "deliveries": report.get("deliveries"),
-        "round_trip_ms": 2 * FAR_DELAY_MS if scenario.far else None,
+        "round_trip_ms": 2 * delay_ms if scenario.far else None,
         "submitted_per_s": report.get("submitted_per_s"),
     }
 
@@ -176,9 +176,14 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="Scenarios to run, comma-separated.")
     parser.add_argument("--database-url", default=TCP_SERVER, help="A server reachable over TCP (for the proxy).")
     parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
+    parser.add_argument("--delay-ms", type=int, default=FAR_DELAY_MS, help="The far scenarios' delay each way.")
+    parser.add_argument("--far-rate", type=float, default=50, help="Runs per second of far-rate.")
     args = parser.parse_args()
     chosen = [SCENARIOS[name] for name in args.only.split(",") if name]
-    results = [measure(args.database_url, scenario) for scenario in chosen]
+    if args.far_rate != 50:
+        rated = ("--runs", str(round(args.far_rate * 60)), "--rate", f"{args.far_rate:g}", *MIX)
+        chosen = [Scenario(s.name, rated, far=True) if s.name == "far-rate" else s for s in chosen]
+    results = [measure(args.database_url, scenario, args.delay_ms) for scenario in chosen]
     if args.json:
         print(json.dumps({"machine": machine(args.database_url), "results": results}, indent=2))
     else:

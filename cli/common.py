@@ -11,9 +11,11 @@ import anyio
 import typer
 
 from sagad.errors import SagadError
+from sagad.store.budget import ConnectionBudget
 from sagad.store.db import Database, redact
 from sagad.store.embedded import embedded_url
 from sagad.store.limits import SessionLimits
+from sagad.store.pooler import Pooler
 from sagad.store.version import ensure_migrated
 
 DatabaseUrl = Annotated[
@@ -93,10 +95,25 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
 
 @asynccontextmanager
 async def migrated_database(
-    url: str | None, *, max_size: int = 10, min_size: int = 1, limits: SessionLimits | None = None
+    url: str | None,
+    *,
+    max_size: int = 10,
+    min_size: int = 1,
+    limits: SessionLimits | None = None,
+    budget: ConnectionBudget | None = None,
+    pooler: Pooler = Pooler.AUTO,
+    direct_url: str | None = None,
 ) -> AsyncIterator[Database]:
     """A pool on the configured database, which must be migrated to this sagad's schema."""
-    db = await Database.connect(resolve_url(url), max_size=max_size, min_size=min_size, limits=limits)
+    db = await Database.connect(
+        resolve_url(url),
+        max_size=max_size,
+        min_size=min_size,
+        limits=limits,
+        budget=budget,
+        pooler=pooler,
+        direct_url=direct_url,
+    )
     try:
         await ensure_migrated(db)
         yield db

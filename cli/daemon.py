@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import socket
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Annotated
 
 import anyio
@@ -17,9 +19,12 @@ from sagad.cli.common import DatabaseUrl, fail, migrated_database, run_async
 from sagad.cli.pipelines import PipelineNotLoaded, daemon_pipeline
 from sagad.domain.runs import WorkerId
 from sagad.endpoint import Endpoint, Health, announcement
-from sagad.errors import DatabaseUnreachable
+from sagad.errors import ConfigError, DatabaseUnreachable
 from sagad.metrics import Metrics
+from sagad.store.budget import DEFAULT_CONNECTIONS, MIN_CONNECTIONS, ConnectionBudget
+from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.limits import SessionLimits
+from sagad.store.pooler import Pooler
 from sagad.supervisor import Settings, Supervisor
 
 log = logging.getLogger("sagad")
@@ -56,6 +61,10 @@ class _OutageRepeats(logging.Filter):
         return not any(isinstance(arg, DatabaseUnreachable) for arg in record.args)
 
 
+LISTENING_POLL_SECONDS = 1.0
+POLLING_SECONDS = 0.2
+"""Without LISTEN a submission waits for the next poll: 0.1 s on average, and a claim every 0.2 s per idle daemon."""
+
 COLLECTOR_THRESHOLDS = (50_000, 20, 100)
 """Allocations before a pass of the youngest generation (at least), and passes of each before one of the next."""
 OBJECTS_PER_RUN = 100
@@ -78,6 +87,21 @@ def _tune_collector(max_inflight: int) -> None:
     gc.set_threshold(max(young, OBJECTS_PER_RUN * max_inflight), *older)
 
 
+def _fitted(settings: Settings, db: Database, poll_seconds: float | None, commits: int | None) -> Settings:
+    """The settings that depend on what the database offers: the poll without LISTEN, commits the pool has room for."""
+    budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
+    poll = poll_seconds or (LISTENING_POLL_SECONDS if db.listens else POLLING_SECONDS)
+    return replace(settings, poll_seconds=poll, commits_in_flight=commits or budget.commits_in_flight)
+
+
+def connections(db: Database) -> str:
+    """What the daemon opened, for its start line."""
+    budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
+    route = "through a pooler in transaction mode" if db.pooled else "direct"
+    sessions = ", ".join(name for name, on in (("LISTEN", db.listens), ("worker lock", db.locks)) if on) or "polling"
+    return f"{budget.total} connections {route}: {budget.work} work, {budget.priority} renewals, {sessions}"
+
+
 def parse_addr(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9464`` for IPv6) as a pair, or a message naming the option."""
     host, sep, port = value.rpartition(":")
@@ -96,7 +120,11 @@ def open_endpoint(health: Health, metrics: Metrics, host: str, port: int) -> End
 
 
 async def _watch_signals(
-    stop: anyio.Event, scope: anyio.CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    stop: anyio.Event,
+    scope: anyio.CancelScope,
+    connecting: anyio.CancelScope,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()  # from here on a signal drains the daemon instead of killing it
@@ -107,6 +135,7 @@ async def _watch_signals(
             else:
                 log.info("%s: draining in-flight runs", signal.Signals(signum).name)
                 stop.set()
+                connecting.cancel()  # a daemon still waiting for a server with room holds nothing to drain
 
 
 def daemon_command(
@@ -129,9 +158,24 @@ def daemon_command(
         int, typer.Option(envvar="SAGAD_INBOX_SIZE", min=1, max=100_000, help="Messages an actor inbox buffers.")
     ] = 256,
     poll_seconds: Annotated[
-        float,
-        typer.Option(envvar="SAGAD_POLL_SECONDS", min=0.01, max=60, help="Claim poll interval between wakeups."),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            envvar="SAGAD_POLL_SECONDS",
+            min=0.01,
+            max=60,
+            help="Claim poll interval between wakeups. Default: 1 with LISTEN, 0.2 without (a pooler, a small budget).",
+            show_default=False,
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            envvar="SAGAD_MAX_CONNECTIONS",
+            min=MIN_CONNECTIONS,
+            max=10_000,
+            help="Connections this daemon opens at most, all uses together (pools, renewals, LISTEN, worker lock).",
+        ),
+    ] = DEFAULT_CONNECTIONS,
     drain_seconds: Annotated[
         float,
         typer.Option(envvar="SAGAD_DRAIN_SECONDS", min=0, max=3600, help="How long a stop waits for runs to end."),
@@ -194,6 +238,35 @@ def daemon_command(
             help="How long a run whose undo kept failing waits, compensating, before it is tried again.",
         ),
     ] = 30.0,
+    commits_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            envvar="SAGAD_COMMITS_IN_FLIGHT",
+            min=1,
+            max=16,
+            help="Commits of one step at once when the database is far (the others wait for a connection). "
+            "Default: what the work pool has room for, up to 3.",
+            show_default=False,
+        ),
+    ] = None,
+    pooler: Annotated[
+        Pooler,
+        typer.Option(
+            envvar="SAGAD_POOLER",
+            help="Whether --database-url leads to a pooler in transaction mode (PgBouncer): auto finds out at start; "
+            "transaction: no session features (no LISTEN, worker lock or settings at connect; statement cache off); "
+            "none: the server's own sessions.",
+        ),
+    ] = Pooler.AUTO,
+    direct_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAD_DIRECT_URL",
+            help="A URL straight to the server (not through a pooler) for the sessions of LISTEN and the worker "
+            "lock; within --max-connections. Default: none, the daemon polls and its runs wait for their leases.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(envvar="SAGAD_LOG_LEVEL", help="debug, info, warning or error.")] = "info",
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -208,13 +281,19 @@ def daemon_command(
         handler.addFilter(_OutageRepeats())
     if worker_id is not None and not (0 < len(worker_id) <= 200 and worker_id.isprintable()):
         fail("--worker-id must be 1 to 200 printable characters")
+    if direct_url is not None:
+        try:
+            asyncpg_dsn(direct_url)
+        except ConfigError as error:
+            fail(f"--direct-url: {error}")
+    budget = ConnectionBudget.split(max_connections)
     settings = Settings(
         worker_id=WorkerId(worker_id or f"{socket.gethostname()}-{os.getpid()}"),
         lease_seconds=lease_seconds,
         max_inflight=max_inflight,
         batch_limit=batch_limit,
         inbox_size=inbox_size,
-        poll_seconds=poll_seconds,
+        poll_seconds=poll_seconds or LISTENING_POLL_SECONDS,
         drain_seconds=drain_seconds,
         max_attempts=max_attempts,
         undo_retry_seconds=undo_retry_seconds,
@@ -234,14 +313,25 @@ def daemon_command(
     host, port = parse_addr(metrics_addr)
 
     async def main() -> None:
+        nonlocal settings
         stop = anyio.Event()
         async with anyio.create_task_group() as signals:
             # Watched from the start: a SIGTERM while the daemon still connects stops it as cleanly.
-            await signals.start(_watch_signals, stop, signals.cancel_scope)
+            connecting = anyio.CancelScope()
+            await signals.start(_watch_signals, stop, signals.cancel_scope, connecting)
             # Every connection opened (and its types looked up) before the first run, not during it.
-            pool = settings.pool_size
             limits = SessionLimits.for_lease(lease_seconds)
-            async with migrated_database(database_url, max_size=pool, min_size=pool, limits=limits) as db:
+            async with AsyncExitStack() as opened:
+                with connecting:
+                    db = await opened.enter_async_context(
+                        migrated_database(
+                            database_url, limits=limits, budget=budget, pooler=pooler, direct_url=direct_url
+                        )
+                    )
+                if connecting.cancel_called:
+                    signals.cancel_scope.cancel()
+                    return
+                settings = _fitted(settings, db, poll_seconds, commits_in_flight)
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))
                 with endpoint:
@@ -257,10 +347,11 @@ def daemon_command(
                         # Started once it holds its worker lock: a live twin makes it stop here, with one line.
                         await tg.start(supervise)
                         log.info(
-                            "daemon %s running (lease %ss, up to %d runs, pipeline %s)",
+                            "daemon %s running (lease %ss, up to %d runs, %s, pipeline %s)",
                             settings.worker_id,
                             lease_seconds,
                             max_inflight,
+                            connections(db),
                             pipeline or "built-in",
                         )
             signals.cancel_scope.cancel()

@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import asyncpg
 
+from sagad.domain.db_operations import PRIORITY, Operation
 from sagad.errors import (
     ConfigError,
     DatabaseError,
     DatabaseTimeout,
     DatabaseUnreachable,
     PermanentDatabaseError,
+    PoolerRefused,
     SchemaNotReady,
+    TooManyClients,
     TransientDatabaseError,
 )
+from sagad.store.budget import ConnectionBudget
 from sagad.store.limits import RENEWAL, SessionLimits, ms
+from sagad.store.pooler import Pooler, ServerFacts, TransactionLimits, pooler_refusal, probe, role_settings
 
 log = logging.getLogger(__name__)
 
-COMMIT = "commit"
+COMMIT = Operation.COMMIT
 """The operation of a connection that does not name one: the step and compensation commits."""
-INTERRUPT = "release"
+INTERRUPT = Operation.RELEASE
 """Cancelling a stopping daemon's statements counts as part of giving its runs back."""
 
 # SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks (serialization
@@ -65,6 +73,19 @@ def asyncpg_dsn(url: str) -> str:
 # crash shutting it down, the database dropped, an idle session or idle transaction timed out.
 _SESSION_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57P04", "57P05", "25P03")
 _QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
+
+
+def too_many_clients(url: str, facts: ServerFacts | None, budget: ConnectionBudget | None, exc: BaseException) -> str:
+    """One line for a server with no connection left: its max_connections, the budget, what to change."""
+    limit = (
+        "unknown (no connection to ask)" if facts is None or facts.max_connections is None else facts.max_connections
+    )
+    mine = "" if budget is None else f", this daemon's --max-connections {budget.total}"
+    return (
+        f"{redact(url)} has no connection left ({exc}; its max_connections is {limit}{mine}): "
+        "lower --max-connections or run fewer daemons, raise the server's max_connections, "
+        "or put a pooler in front (--pooler)"
+    )
 
 
 def session_is_gone(exc: BaseException) -> bool:
@@ -117,7 +138,7 @@ async def _limit_transactions(conn: asyncpg.Connection, limits: SessionLimits | 
         await conn.execute("SELECT set_config('transaction_timeout', $1, false)", ms(limits.transaction))
 
 
-def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+def _initializer(limits: SessionLimits | None, *, pooled: bool) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     async def init(conn: asyncpg.Connection) -> None:
         if limits is None:
             await _init_connection(conn)
@@ -127,7 +148,8 @@ def _initializer(limits: SessionLimits | None) -> Callable[[asyncpg.Connection],
         # while it reads the rest of a statement. A server that does not answer is dropped instead.
         deadline = _Deadline(limits.answer)
         with anyio.CancelScope(shield=True), deadline.watching(conn):
-            await _limit_transactions(conn, limits)
+            if not pooled:  # a pooled session's settings would leak to other clients: set per transaction
+                await _limit_transactions(conn, limits)
             await _init_connection(conn)
 
     return init
@@ -174,6 +196,7 @@ async def close_dedicated(conn: asyncpg.Connection) -> None:
 
 
 _LATE_SECONDS = 0.1
+_FULL_SERVER_PAUSE_MAX = 5.0
 
 
 class _Deadline:
@@ -247,7 +270,9 @@ class _Reachability:
             self._lost_at = None
 
 
-async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operation: str) -> asyncpg.Pool:
+async def _create_pool(
+    dsn: str, size: int, limits: SessionLimits | None, operation: Operation, *, pooled: bool
+) -> asyncpg.Pool:
     # No floor (min_size 0): the driver would keep it from a background task that logs a traceback
     # per failed attempt while the database is down. Connections are opened by ``Database._open``
     # and never closed for being idle.
@@ -258,34 +283,52 @@ async def _create_pool(dsn: str, size: int, limits: SessionLimits | None, operat
             "timeout": limits.answer_seconds(operation),
             "server_settings": limits.server_settings(operation),
         }
+    if pooled:  # no settings at connect (a pooler refuses them), no named statements (it loses them)
+        options = {**options, "server_settings": {}, "statement_cache_size": 0}
     return await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=size,
         max_inactive_connection_lifetime=0,
-        init=_initializer(limits),
+        init=_initializer(limits, pooled=pooled),
         reset=_skip_session_reset,
         **options,
     )
 
 
 class Database:
-    """Pools of connections to one PostgreSQL database: one for work, one for lease renewals.
+    """Pools of connections to one PostgreSQL database: one for work, one for renewals and releases.
 
-    Renewals have a pool of their own, so that statements hung in the other can never keep a
-    renewal waiting for a connection.
+    Renewals and releases (``PRIORITY``) have a pool of their own, so that commits waiting for a
+    connection, or statements hung in the other pool, can never keep them waiting.
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, url: str, *, limits: SessionLimits | None = None, renewals: asyncpg.Pool | None = None
+        self,
+        pool: asyncpg.Pool,
+        url: str,
+        *,
+        limits: SessionLimits | None = None,
+        renewals: asyncpg.Pool | None = None,
+        budget: ConnectionBudget | None = None,
+        facts: ServerFacts | None = None,
+        direct_url: str | None = None,
     ) -> None:
         self._pool = pool
+        self.budget = budget
+        """What the daemon may open; None: not a daemon's, its session features all allowed."""
+        self.facts = facts
+        self.pooled = facts is not None and facts.pooled
         self._renewals = renewals
         self._limits = limits
         self._dsn = asyncpg_dsn(url)
+        self._direct_dsn = None if direct_url is None else asyncpg_dsn(direct_url)
+        self._per_transaction = (
+            TransactionLimits(limits, facts) if self.pooled and limits is not None and facts is not None else None
+        )
         self.url = url
         self._reachability = _Reachability(url)
-        self._on_timeout: Callable[[str], None] = lambda _: None
+        self._on_timeout: Callable[[Operation], None] = lambda _: None
         # Bumped by refresh_plans(); each server process (one per connection) is at the generation it
         # last planned in, or at the one current when first used (it had planned nothing before).
         self._plans_generation = 0
@@ -294,23 +337,78 @@ class Database:
 
     @classmethod
     async def connect(
-        cls, url: str, *, max_size: int = 10, min_size: int = 1, limits: SessionLimits | None = None
+        cls,
+        url: str,
+        *,
+        max_size: int = 10,
+        min_size: int = 1,
+        limits: SessionLimits | None = None,
+        budget: ConnectionBudget | None = None,
+        pooler: Pooler = Pooler.AUTO,
+        direct_url: str | None = None,
     ) -> Database:
         """Pools of up to ``max_size`` connections, ``min_size`` of them opened at once.
 
         ``limits`` (a daemon's, derived from its lease) bound what the server lets each session hold
-        and how long sagad waits for an answer; without them, a statement may take a minute.
+        and how long sagad waits for an answer; without them, a statement may take a minute. A
+        daemon's ``budget`` sizes the pools instead, every connection opened at once; a daemon waits
+        for a server that has no connection left (too many clients), where a command gives up.
+        ``pooler`` says whether ``url`` leads to a pooler in transaction mode (``auto``: find out);
+        ``direct_url`` gives the sessions for LISTEN and the worker lock that a pooler cannot.
         """
         dsn = asyncpg_dsn(url)
+        if direct_url is not None:
+            asyncpg_dsn(direct_url)  # a ConfigError now, before anything is opened
+        for attempt in itertools.count():
+            try:
+                return await cls._connect(url, dsn, max_size, min_size, limits, budget, pooler, direct_url)
+            except TooManyClients as full:
+                if budget is None:
+                    raise ConfigError(str(full)) from None
+                # Once, as a string (the daemon's log filter drops lines that carry an outage's error).
+                log.log(logging.DEBUG if attempt else logging.WARNING, "%s; retrying", str(full))
+                await anyio.sleep(min(_FULL_SERVER_PAUSE_MAX, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _connect(
+        cls,
+        url: str,
+        dsn: str,
+        max_size: int,
+        min_size: int,
+        limits: SessionLimits | None,
+        budget: ConnectionBudget | None,
+        pooler: Pooler,
+        direct_url: str | None,
+    ) -> Database:
         db: Database | None = None
+        found: ServerFacts | None = None
         try:
-            pool = await _create_pool(dsn, max_size, limits, "")
-            renewals = None if limits is None else await _create_pool(dsn, 2, limits, RENEWAL)
-            db = cls(pool, url, limits=limits, renewals=renewals)
+            found = await probe(dsn, None if limits is None else limits.answer)
+            pooled = found.pooled if pooler is Pooler.AUTO else pooler is Pooler.TRANSACTION
+            facts = replace(found, pooled=pooled)
+            if budget is not None:
+                if pooled and direct_url is None:
+                    budget = budget.without_sessions()
+                max_size = min_size = budget.work
+            priority = 2 if budget is None else budget.priority
+            pool = await _create_pool(dsn, max_size, limits, Operation.COMMIT, pooled=pooled)
+            renewals = None if limits is None else await _create_pool(dsn, priority, limits, RENEWAL, pooled=pooled)
+            db = cls(pool, url, limits=limits, renewals=renewals, budget=budget, facts=facts, direct_url=direct_url)
             await db._open(min_size)
+            if limits is not None and db._per_transaction is not None and db._per_transaction.statement(COMMIT):
+                log.info("through a pooler, limits are set per transaction; to spare that: %s", role_settings(limits))
+        except asyncpg.TooManyConnectionsError as exc:
+            if db is not None:
+                await db.close()
+            raise TooManyClients(too_many_clients(url, found, budget, exc)) from None
         except Exception as exc:
             if db is not None:
                 await db.close()
+            refused = pooler_refusal(exc)
+            if refused is not None:
+                raise ConfigError(f"cannot connect to {redact(url)}: {refused}") from None
             mapped = translate(exc)
             if mapped is None and not isinstance(exc, (ValueError, OverflowError, asyncpg.PostgresError)):
                 raise
@@ -325,7 +423,7 @@ class Database:
             if self._renewals is not None:
                 await held.enter_async_context(self._renewals.acquire())
 
-    def count_timeouts(self, observer: Callable[[str], None]) -> None:
+    def count_timeouts(self, observer: Callable[[Operation], None]) -> None:
         """Call ``observer(operation)`` for each statement abandoned or cancelled for its time limit."""
         self._on_timeout = observer
 
@@ -339,6 +437,8 @@ class Database:
         self._plans_generation += 1
 
     async def _replan_if_stale(self, conn: asyncpg.Connection) -> None:
+        if self.pooled:
+            return  # no named statements to re-plan: each is planned afresh
         pid = conn.get_server_pid()
         if self._planned_in.setdefault(pid, self._plans_generation) < self._plans_generation:
             await conn.execute("DISCARD PLANS")
@@ -349,16 +449,23 @@ class Database:
         if self._renewals is not None:
             await self._renewals.close()
 
-    def _deadline(self, operation: str) -> _Deadline:
+    def _deadline(self, operation: Operation) -> _Deadline:
         return _Deadline(None if self._limits is None else self._limits.answer_seconds(operation))
 
-    def _failure(self, exc: Exception, operation: str, deadline: _Deadline) -> Exception:
+    def _failure(self, exc: Exception, operation: Operation, deadline: _Deadline) -> Exception:
         """The error to raise for ``exc``: sagad's, counted and reported; ``exc`` itself when not the database's."""
         if deadline.expired or (deadline.seconds is not None and isinstance(exc, TimeoutError)):
             self._on_timeout(operation)
             lost = DatabaseUnreachable(f"no answer to {operation} within {deadline.seconds:.3g} s; connection dropped")
             self._reachability.lost(lost)
             return lost
+        if isinstance(exc, asyncpg.TooManyConnectionsError):
+            full = TooManyClients(too_many_clients(self.url, self.facts, self.budget, exc))
+            self._reachability.lost(full)
+            return full
+        refused = pooler_refusal(exc)
+        if refused is not None:
+            return PoolerRefused(refused)
         mapped = translate(exc)
         if mapped is None:
             return exc
@@ -370,13 +477,33 @@ class Database:
         return mapped
 
     @asynccontextmanager
-    async def transaction(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, operation: Operation = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction; driver errors leave it as sagad's DatabaseErrors."""
-        async with self.connection(operation) as conn, conn.transaction():
-            yield conn
+        async with self.connection(operation) as conn:
+            if conn.is_in_transaction():  # begun with the limits of a pooled session
+                yield conn
+                return
+            async with conn.transaction():
+                yield conn
 
     @asynccontextmanager
-    async def connection(self, operation: str = COMMIT) -> AsyncIterator[asyncpg.Connection]:
+    async def _limited(self, conn: asyncpg.Connection, operation: Operation) -> AsyncIterator[None]:
+        """Through a pooler, the work in a transaction of its own that sets the limits a session cannot hold."""
+        begin = None if self._per_transaction is None else self._per_transaction.statement(operation)
+        if begin is None:
+            yield
+            return
+        await conn.execute(begin)  # one round trip: BEGIN and the SET LOCALs as one simple query
+        try:
+            yield
+        except asyncpg.PostgresError as exc:
+            if not session_is_gone(exc) and not _is_closed(conn):
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+    @asynccontextmanager
+    async def connection(self, operation: Operation = COMMIT) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection outside any transaction, for one piece of work named ``operation``.
 
         Under session limits, the work is never cut off from outside (a stop waits for it, so no
@@ -384,7 +511,7 @@ class Database:
         connection is terminated, never reused, and the caller gets a DatabaseUnreachable.
         """
         deadline = self._deadline(operation)
-        pool = self._renewals if operation == RENEWAL and self._renewals is not None else self._pool
+        pool = self._renewals if operation in PRIORITY and self._renewals is not None else self._pool
         asked_at = anyio.current_time()
         try:
             with anyio.CancelScope(shield=deadline.shielded):
@@ -393,7 +520,8 @@ class Database:
                         self._busy.add(conn)
                         try:
                             await self._replan_if_stale(conn)
-                            yield conn
+                            async with self._limited(conn, operation):
+                                yield conn
                         finally:
                             self._busy.discard(conn)
         except Exception as exc:
@@ -402,6 +530,18 @@ class Database:
                 raise
             raise error from exc
         self._reachability.answered(asked_at)
+
+    @property
+    def listens(self) -> bool:
+        """Whether a session may LISTEN for submissions: the budget has room, and no pooler is in the way."""
+        room = self.budget is None or self.budget.listen
+        return room and (self._direct_dsn is not None or not self.pooled)
+
+    @property
+    def locks(self) -> bool:
+        """Whether a session may hold the worker lock: the budget has room, and no pooler is in the way."""
+        room = self.budget is None or self.budget.lock
+        return room and (self._direct_dsn is not None or not self.pooled)
 
     @property
     def busy(self) -> bool:
@@ -414,21 +554,27 @@ class Database:
         Their work is shielded from cancellation (see ``connection``); the server's cancel ends a
         statement waiting on a lock at once, and its transaction rolls back, freeing the run rows.
         """
+        if self.pooled:
+            return  # a pooler's sessions hide the server's pids: statement_timeout ends what runs
         pids = [conn.get_server_pid() for conn in self._busy if not _is_closed(conn)]
         if pids:
             await self.fetch("SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid", pids, operation=INTERRUPT)
 
-    async def open_dedicated(self, operation: str) -> asyncpg.Connection:
+    async def open_dedicated(self, operation: Operation) -> asyncpg.Connection:
         """A connection of its own, outside the pools (LISTEN, a session lock); run its statements under ``bounded``."""
         deadline = self._deadline(operation)
         options: dict[str, Any] = {}
         if self._limits is not None:
             options = {"timeout": deadline.seconds, "server_settings": self._limits.server_settings(operation)}
+        session = self._direct_dsn is not None or not self.pooled
+        if not session:  # never for LISTEN or the lock (see ``listens`` and ``locks``); only what a pooler allows
+            options = {**options, "server_settings": {}, "statement_cache_size": 0}
         try:
             with anyio.CancelScope(shield=deadline.shielded):
-                conn: asyncpg.Connection = await asyncpg.connect(self._dsn, **options)
+                conn: asyncpg.Connection = await asyncpg.connect(self._direct_dsn or self._dsn, **options)
                 try:
-                    await _limit_transactions(conn, self._limits)
+                    if session:
+                        await _limit_transactions(conn, self._limits)
                 except BaseException:
                     conn.terminate()
                     raise
@@ -440,7 +586,7 @@ class Database:
         return conn
 
     @asynccontextmanager
-    async def dedicated(self, operation: str) -> AsyncIterator[asyncpg.Connection]:
+    async def dedicated(self, operation: Operation) -> AsyncIterator[asyncpg.Connection]:
         """``open_dedicated`` for as long as the block lasts."""
         conn = await self.open_dedicated(operation)
         try:
@@ -449,7 +595,7 @@ class Database:
             await close_dedicated(conn)
 
     @asynccontextmanager
-    async def bounded(self, conn: asyncpg.Connection, operation: str) -> AsyncIterator[None]:
+    async def bounded(self, conn: asyncpg.Connection, operation: Operation) -> AsyncIterator[None]:
         """Statements on a ``dedicated`` connection, under the deadline of ``operation``."""
         deadline = self._deadline(operation)
         asked_at = anyio.current_time()
@@ -465,7 +611,7 @@ class Database:
             raise error from exc
         self._reachability.answered(asked_at)
 
-    async def fetch(self, query: str, *args: Any, operation: str = COMMIT) -> list[asyncpg.Record]:
+    async def fetch(self, query: str, *args: Any, operation: Operation = COMMIT) -> list[asyncpg.Record]:
         async with self.connection(operation) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(query, *args)
             return rows

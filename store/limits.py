@@ -26,8 +26,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-RENEWAL = "renewal"
-"""The operation whose statements go to the lease pool, under the renewal's limits."""
+from sagad.domain.db_operations import Operation
+
+RENEWAL = Operation.RENEWAL
+"""The operation whose statements run under the renewal's shorter limits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,10 @@ class SessionLimits:
             transaction=lease / 2 + lease / 6,
         )
 
-    def answer_seconds(self, operation: str) -> float:
+    def answer_seconds(self, operation: Operation) -> float:
         return self.renewal_answer if operation == RENEWAL else self.answer
 
-    def server_settings(self, operation: str = "") -> dict[str, str]:
+    def server_settings(self, operation: Operation = Operation.COMMIT) -> dict[str, str]:
         """The session settings sent at connect (asyncpg ``server_settings``)."""
         statement = self.renewal_statement if operation == RENEWAL else self.statement
         return {

@@ -15,6 +15,7 @@ from collections.abc import Collection
 import anyio
 import asyncpg
 
+from sagad.domain.db_operations import Operation
 from sagad.domain.runs import WorkerId
 from sagad.errors import TransientDatabaseError, WorkerIdInUse
 from sagad.store.db import Database, close_dedicated
@@ -88,10 +89,10 @@ class WorkerLock:
 
     async def take(self) -> None:
         """Take the lock on a connection of its own, kept open; WorkerIdInUse if a live daemon holds it."""
-        conn = await self._db.open_dedicated("lock")
+        conn = await self._db.open_dedicated(Operation.LOCK)
         try:
             for _ in range(_TAKE_ATTEMPTS):
-                async with self._db.bounded(conn, "lock"):
+                async with self._db.bounded(conn, Operation.LOCK):
                     taken = await conn.fetchval(_TRY_LOCK, self._worker)
                 if taken:
                     break
@@ -140,7 +141,7 @@ class WorkerLock:
         if conn is None or conn.is_closed():
             return False
         try:
-            async with self._db.bounded(conn, "lock"):
+            async with self._db.bounded(conn, Operation.LOCK):
                 await conn.fetchval("SELECT 1")
         except TransientDatabaseError:
             conn.terminate()
@@ -165,6 +166,6 @@ class DeadWorkers:
     ) -> tuple[dict[WorkerId, int], int]:
         """Every other worker holding live leases without its lock, with the runs freed (``suspects`` only);
         and how many sessions stalled on their client for ``stalled_seconds`` inside a transaction were ended."""
-        rows = await self._db.fetch(_FREE_RUNS_OF_DEAD, me, list(suspects), stalled_seconds, operation="reap")
+        rows = await self._db.fetch(_FREE_RUNS_OF_DEAD, me, list(suspects), stalled_seconds, operation=Operation.REAP)
         found = {WorkerId(row["worker"]): int(row["freed"]) for row in rows if row["worker"] is not None}
         return found, int(rows[-1]["sessions_ended"])

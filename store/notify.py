@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+from sagad.domain.db_operations import Operation
 from sagad.errors import DatabaseUnreachable, TransientDatabaseError
 from sagad.store.db import Database
 from sagad.store.runs import SUBMITTED_CHANNEL
@@ -34,10 +35,10 @@ class SubmissionListener:
     async def run(self) -> None:
         while True:
             try:
-                async with self._db.dedicated("listen") as conn:
+                async with self._db.dedicated(Operation.LISTEN) as conn:
                     closed = anyio.Event()
                     conn.add_termination_listener(lambda _, closed=closed: closed.set())
-                    async with self._db.bounded(conn, "listen"):
+                    async with self._db.bounded(conn, Operation.LISTEN):
                         await conn.add_listener(SUBMITTED_CHANNEL, self._notified)
                     # Whatever was submitted while no connection listened: claim once, now.
                     self._submitted.set()
@@ -52,10 +53,20 @@ class SubmissionListener:
             with anyio.move_on_after(self._check_seconds):
                 await closed.wait()
             if not closed.is_set():
-                async with self._db.bounded(conn, "listen"):
+                async with self._db.bounded(conn, Operation.LISTEN):
                     await conn.fetchval("SELECT 1")
 
     async def wait(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
             await self._submitted.wait()
         self._submitted = anyio.Event()
+
+
+class Polling:
+    """The wakeup without LISTEN (no session for it, or a pooler): the claimer polls at its interval."""
+
+    async def run(self) -> None:
+        return None
+
+    async def wait(self, seconds: float) -> None:
+        await anyio.sleep(seconds)

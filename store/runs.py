@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from sagad.domain.db_operations import Operation
 from sagad.domain.operations import CANCEL_PREFIX
 from sagad.domain.runs import (
     TERMINAL,
@@ -27,7 +28,6 @@ from sagad.domain.steps import STEP_NAMES, Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases
-from sagad.store.limits import RENEWAL
 from sagad.store.records import RunDetails, RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
@@ -259,7 +259,7 @@ class RunStore:
     async def claim(self, worker: WorkerId, limit: int, lease_seconds: float) -> list[ClaimedRun]:
         """Take up to ``limit`` pending or abandoned runs, each under a new fencing token."""
         rows = await self._db.fetch(
-            _CLAIM, worker, limit, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation="claim"
+            _CLAIM, worker, limit, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation=Operation.CLAIM
         )  # one statement: atomic
         return await self._with_every_output(_claimed_runs(rows))
 
@@ -275,13 +275,13 @@ class RunStore:
         short = [run.lease.run_id for run in claimed if len(run.outputs) < run.next_step.index]
         if not short:
             return claimed
-        rows = await self._db.fetch(_OUTPUTS, short, operation="claim")
+        rows = await self._db.fetch(_OUTPUTS, short, operation=Operation.CLAIM)
         outputs = {row["run_id"]: {Step.at(int(i)): out for i, out in row["outputs"].items()} for row in rows}
         return [replace(run, outputs=outputs.get(run.lease.run_id, run.outputs)) for run in claimed]
 
     async def unanswered_claims(self, worker: WorkerId, known: Sequence[RunId]) -> list[ClaimedRun]:
         """Runs ``worker`` holds under a live lease other than ``known``: claimed, but the answer was lost."""
-        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known), operation="claim"))
+        return _claimed_runs(await self._db.fetch(_UNANSWERED, worker, list(known), operation=Operation.CLAIM))
 
     async def renew(self, worker: WorkerId, leases: Sequence[Lease], lease_seconds: float) -> Renewal:
         """Extend every lease still ours in one statement; runs cancelled meanwhile are given back instead."""
@@ -289,7 +289,7 @@ class RunStore:
             return Renewal(frozenset(), frozenset())
         ids, tokens = lease_arrays(leases)
         rows = await self._db.fetch(
-            _RENEW, ids, tokens, worker, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation=RENEWAL
+            _RENEW, ids, tokens, worker, lease_seconds, STEP_NAMES_BOUND, CANCEL_PREFIX, operation=Operation.RENEWAL
         )
         renewed = frozenset(RunId(row["id"]) for row in rows if not row["cancelled"])
         return Renewal(renewed, frozenset(RunId(row["id"]) for row in rows if row["cancelled"]))
@@ -299,12 +299,12 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_RELEASE, ids, tokens, worker, operation="release")
+        rows = await self._db.fetch(_RELEASE, ids, tokens, worker, operation=Operation.RELEASE)
         return {RunId(row["id"]) for row in rows}
 
     async def release_all(self, worker: WorkerId) -> int:
         """Give back every run ``worker`` still holds (a previous life's); how many there were."""
-        return len(await self._db.fetch(_RELEASE_ALL, worker, operation="release"))
+        return len(await self._db.fetch(_RELEASE_ALL, worker, operation=Operation.RELEASE))
 
     async def status(self, run_id: RunId) -> RunDetails | None:
         rows = await self._db.fetch(_STATUS, run_id)
@@ -340,7 +340,7 @@ class RunStore:
 
     async def count_by_status(self) -> dict[str, int]:
         """Every run counted by status: a scan of the whole table (tools and tests; not the daemon)."""
-        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS, operation="sample")}
+        return {row["status"]: row["n"] for row in await self._db.fetch(_COUNTS, operation=Operation.SAMPLE)}
 
     async def sample_statuses(self) -> StatusSample:
         """The backlog counted exactly, the finished runs estimated: a cost that does not grow with history.
@@ -348,12 +348,12 @@ class RunStore:
         While the table is small (under ``EXACT_BELOW`` runs), finished runs are counted too: the scan
         costs less than a step's commit, and the statistics of a young table are far from the truth.
         """
-        rows = await self._db.fetch(_IN_FLIGHT, operation="sample")
+        rows = await self._db.fetch(_IN_FLIGHT, operation=Operation.SAMPLE)
         in_flight = {RunStatus(row["status"]): int(row["n"]) for row in rows}
-        [estimates] = await self._db.fetch(_ESTIMATES, operation="sample")
+        [estimates] = await self._db.fetch(_ESTIMATES, operation=Operation.SAMPLE)
         live = max(int(estimates["live"]), sum(in_flight.values()))
         if live < EXACT_BELOW:
-            rows = await self._db.fetch(_FINISHED_COUNTS, operation="sample")
+            rows = await self._db.fetch(_FINISHED_COUNTS, operation=Operation.SAMPLE)
             finished = {RunStatus(row["status"]): int(row["n"]) for row in rows}
             total = sum(in_flight.values()) + sum(finished.values())
             return StatusSample(in_flight, finished, total, **_operations(estimates))
@@ -366,7 +366,7 @@ class RunStore:
         return StatusSample(in_flight=in_flight, finished=split, total=live, **_operations(estimates))
 
     async def count_overdue(self, grace_seconds: float = 0.0) -> int:
-        rows = await self._db.fetch(_OVERDUE, grace_seconds, operation="sample")
+        rows = await self._db.fetch(_OVERDUE, grace_seconds, operation=Operation.SAMPLE)
         return int(rows[0][0])
 
     async def taken_over(self, worker: WorkerId, leases: Sequence[Lease]) -> set[RunId]:
@@ -374,5 +374,5 @@ class RunStore:
         if not leases:
             return set()
         ids, tokens = lease_arrays(leases)
-        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker, operation=RENEWAL)
+        rows = await self._db.fetch(_TAKEN_OVER, ids, tokens, worker, operation=Operation.RENEWAL)
         return {RunId(row["id"]) for row in rows}

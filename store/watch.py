@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import asyncpg
 
+from sagad.domain.db_operations import Operation
 from sagad.domain.runs import RunId
 from sagad.errors import DatabaseError
 from sagad.store.db import Database
@@ -32,13 +33,16 @@ class FinishWatcher:
 
     async def open(self) -> bool:
         """Start listening; False (and a debug line) if the database will not let it."""
+        if not self._db.listens:  # behind a pooler in transaction mode LISTEN is accepted and never hears
+            log.debug("cannot listen for finished runs behind a pooler, polling instead")
+            return False
         try:
-            conn = await self._db.open_dedicated("listen")
+            conn = await self._db.open_dedicated(Operation.LISTEN)
         except DatabaseError as error:
             log.debug("cannot listen for finished runs, polling instead: %s", error)
             return False
         try:
-            async with self._db.bounded(conn, "listen"):
+            async with self._db.bounded(conn, Operation.LISTEN):
                 await conn.add_listener(FINISHED_CHANNEL, self._notified)
         except (DatabaseError, asyncpg.PostgresError) as error:
             log.debug("cannot listen for finished runs, polling instead: %s", error)

@@ -330,6 +330,10 @@ def test_unknown_database_role_fails_with_one_line_without_the_password(
         ("--lease-seconds", "soon"),
         ("--max-inflight", "0"),
         ("--log-level", "loud"),
+        ("--max-connections", "2"),
+        ("--max-connections", "many"),
+        ("--pooler", "sometimes"),
+        ("--direct-url", "mysql://someone@127.0.0.1/db"),
     ],
 )
 def test_run_with_a_bad_option_exits_naming_the_option(

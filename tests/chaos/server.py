@@ -44,7 +44,9 @@ class ThrowawayServer:
     in an event loop callback fails the test.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: str) -> None:
+        self.settings = settings
+        """Server settings given at start (``-c name=value``), e.g. ``max_connections``."""
         # A short folder: the unix socket the server also opens must fit in a sockaddr_un.
         self.folder = Path(tempfile.mkdtemp(prefix="sagad-chaos-"))
         self.pgdata = self.folder / "pgdata"
@@ -92,6 +94,7 @@ class ThrowawayServer:
     def start(self) -> None:
         log = str(self.pgdata / "log")
         options = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir}"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         _pg_ctl(self.pgdata, "-w", "-l", log, "-o", options, "start")
 
     def is_running(self) -> bool:

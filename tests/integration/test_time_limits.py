@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from sagad.content.samples import Ending, sample_brief
+from sagad.domain.db_operations import Operation
 from sagad.errors import DatabaseTimeout, DatabaseUnreachable
 from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.limits import RENEWAL, SessionLimits
@@ -42,11 +43,11 @@ async def test_every_session_of_a_daemon_carries_limits_derived_from_its_lease(d
     limits = SessionLimits.for_lease(30)
     daemon_db = await Database.connect(database_url, limits=limits)
     try:
-        async with daemon_db.connection("claim") as conn:
+        async with daemon_db.connection(Operation.CLAIM) as conn:
             pooled = await _settings(conn)
         async with daemon_db.connection(RENEWAL) as conn:
             renewing = await _settings(conn)
-        async with daemon_db.dedicated("lock") as conn:
+        async with daemon_db.dedicated(Operation.LOCK) as conn:
             dedicated = await _settings(conn)
     finally:
         await daemon_db.close()
@@ -73,7 +74,7 @@ async def test_a_transaction_left_open_by_a_frozen_client_is_ended_and_its_locks
     limits = SessionLimits.for_lease(1.2)  # idle in transaction: 0.2 s
     daemon_db = await Database.connect(database_url, limits=limits)
     try:
-        frozen = await daemon_db.open_dedicated("commit")
+        frozen = await daemon_db.open_dedicated(Operation.COMMIT)
         await frozen.execute("BEGIN")
         await frozen.execute("SELECT 1 FROM workflow_runs WHERE id = $1 FOR UPDATE", run_id)
         locked_at = time.monotonic()
@@ -87,7 +88,7 @@ async def test_a_transaction_left_open_by_a_frozen_client_is_ended_and_its_locks
                     await anyio.sleep(0.02)
         freed_after = time.monotonic() - locked_at
         with pytest.raises(DatabaseUnreachable):
-            async with daemon_db.bounded(frozen, "commit"):
+            async with daemon_db.bounded(frozen, Operation.COMMIT):
                 await frozen.fetchval("SELECT 1")
     finally:
         await daemon_db.close()

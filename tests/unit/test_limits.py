@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sagad.metrics import DB_OPERATIONS
+from sagad.domain.db_operations import Operation
+from sagad.metrics import DB_OPERATIONS, Metrics
 from sagad.store.limits import RENEWAL, SessionLimits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +33,14 @@ def test_a_lost_daemon_holds_no_lock_past_the_leases_it_renewed(lease: float) ->
     assert limits.keepalive_interval >= 1
 
 
-def test_every_operation_the_store_names_has_a_series_of_sagad_db_timeouts_total() -> None:
-    named: set[str] = set()
+def test_every_operation_has_a_series_of_sagad_db_timeouts_total() -> None:
+    assert set(DB_OPERATIONS) == {operation.value for operation in Operation}
+    [metric] = Metrics().db_timeouts.collect()
+    samples = {s.labels["operation"] for s in metric.samples if s.name.endswith("_total")}
+    assert samples == set(DB_OPERATIONS)
+
+
+def test_the_store_names_operations_by_the_enum_never_by_a_string() -> None:
     for module in (ROOT / "store").glob("*.py"):
         text = module.read_text()
-        named |= set(re.findall(r'operation="(\w+)"', text))
-        named |= set(re.findall(r'(?:dedicated|bounded\(\w+,)\s*\(?"(\w+)"', text))
-    named |= {RENEWAL, "commit"}
-    assert named, "found no operation names in store/"
-    assert named <= set(DB_OPERATIONS), named - set(DB_OPERATIONS)
+        assert not re.findall(r'operation="\w*"|(?:dedicated|bounded\(\w+,)\s*\(?"\w*"', text), module.name
