@@ -16,6 +16,7 @@ from enum import StrEnum
 import asyncpg
 
 from sagad.domain.db_operations import Operation
+from sagad.errors import DatabaseUnreachable
 from sagad.store.limits import SessionLimits, ms
 
 _TRANSACTION_TIMEOUT_FROM = 17  # the first PostgreSQL with transaction_timeout; older ones refuse the name
@@ -60,7 +61,8 @@ async def probe(dsn: str, answer_seconds: float | None) -> ServerFacts:
             await conn.close(timeout=1)
         except Exception:
             conn.terminate()
-    assert row is not None
+    if row is None:  # a query of constants always answers one row; a pooler that loses it is broken
+        raise DatabaseUnreachable("the server answered nothing to a query of its settings")
     return ServerFacts(
         pooled=row["pid"] != conn.get_server_pid(),
         max_connections=row["max_connections"],

@@ -22,11 +22,14 @@ import anyio
 import pytest
 
 from sagad.content.normalize import normalized
+from sagad.domain.db_operations import Operation
 from sagad.domain.runs import STATUS_NAMES, RunId, WorkerId
 from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES, Step
 from sagad.errors import StepFailed
 from sagad.store import audit, fence, liveness, runs, steps, writes
 from sagad.store.db import Database
+from sagad.store.limits import SessionLimits
+from sagad.store.pooler import ServerFacts, TransactionLimits
 from sagad.store.schema import metadata
 from sagad.store.steps import StepStore
 from tests.fuzz.strategies import SQL_PAYLOADS
@@ -39,8 +42,9 @@ BUILDERS = frozenset({"insert_statement", "step_statement", "compensation_statem
 """Functions in store/ that return a whole statement: their f-strings are checked below."""
 FRAGMENTS = frozenset({"locked_leases", "skipped_leases", "_checks"})
 """Functions in store/ that return pieces of statements: their f-strings are checked below too."""
-PASS_THROUGH = frozenset({("db.py", "fetch", "query")})
-"""(module, function, parameter): a wrapper handing its caller's SQL on; its callers are checked."""
+PASS_THROUGH = frozenset({("db.py", "fetch", "query"), ("db.py", "_limited", "begin")})
+"""(module, function, name): a wrapper handing its caller's SQL on, whose callers are checked; or, for
+``_limited``'s ``begin``, ``TransactionLimits.statement``, whose whole shape is checked below."""
 LITERAL_ONLY_PARAMETERS = {
     "locked_leases": ("where", "extra_columns", "extra_aliases"),
     "skipped_leases": ("where",),
@@ -516,3 +520,15 @@ async def test_sql_injection_payloads_in_every_field_are_stored_verbatim_and_cha
     }
     assert history >= 2
     assert await rows_of(db, run_ids[1]) == dict.fromkeys(TABLES, 0)
+
+
+@pytest.mark.parametrize("version", [15, 17])
+@pytest.mark.parametrize("operation", list(Operation))
+def test_the_limits_a_pooled_transaction_sets_are_fixed_names_and_whole_milliseconds(
+    operation: Operation, version: int
+) -> None:
+    facts = ServerFacts(pooled=True, max_connections=100, server_version=version)
+    for lease in (0.5, 30.0, 1e6):
+        begin = TransactionLimits(SessionLimits.for_lease(lease), facts).statement(operation)
+        assert begin is not None
+        assert re.fullmatch(r"BEGIN(; SET LOCAL [a-z_]+ = [0-9]+)+", begin), begin
