@@ -13,20 +13,19 @@ from sagad.content.brief import parse_brief
 from sagad.domain.runs import RunId, WorkerId
 from sagad.errors import InvalidBrief
 from sagad.metrics import Metrics
+from sagad.store.operations import OperationsStore
 from sagad.store.runs import RunStore
 from sagad.supervisor import Settings, Supervisor
 
-TERMINAL = ("completed", "compensated")
 
-
-async def _outcome(runs: RunStore, run_id: RunId) -> str:
+async def _outcome(runs: OperationsStore, run_id: RunId) -> str:
     while True:
-        status = await runs.status(run_id)
+        status = await runs.show(run_id)
         if status is None:
             return "gone: the run is no longer in the database"
-        if status.status in TERMINAL:
+        if status.status.is_terminal:
             reason = f": {status.last_error}" if status.last_error else ""
-            return f"{status.status}{reason}"
+            return f"{status.status.value}{reason}"
         await anyio.sleep(0.05)
 
 
@@ -53,7 +52,7 @@ def demo_command(
                         print(f"{path.name:28} rejected at submit: {error}")
                         continue
                     run_id, _ = await runs.submit(raw)
-                    print(f"{path.name:28} run {run_id} {await _outcome(runs, run_id)}")
+                    print(f"{path.name:28} run {run_id} {await _outcome(OperationsStore(db), run_id)}")
                 stop.set()
 
     run_async(main)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-
-from sagad.domain.runs import RunId
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,37 +18,6 @@ class RunEnd:
     @property
     def latency(self) -> float:
         return self.finished_at - self.submitted_at
-
-
-@dataclass(frozen=True, slots=True)
-class RunDetails:
-    """A run as ``sagad status`` shows it."""
-
-    run_id: RunId
-    status: str
-    current_step: str | None
-    failed_step: str | None
-    attempts: int
-    last_error: str | None
-    compensation_error: str | None
-    """Why a compensation has not finished yet (an undo kept failing)."""
-    claimed_by: str | None
-    lease_token: int
-    idempotency_key: str | None
-    submitted_at: datetime
-    started_at: datetime | None
-    failed_at: datetime | None
-    finished_at: datetime | None
-    lease_expires_at: datetime | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: ids as strings, times in ISO 8601."""
-        out: dict[str, Any] = {}
-        for name in self.__slots__:
-            value = getattr(self, name)
-            out[name] = value.isoformat() if isinstance(value, datetime) else value
-        out["run_id"] = str(self.run_id)
-        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from sagad.domain.steps import STEP_NAMES, Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.fence import lease_arrays, locked_leases
-from sagad.store.records import RunDetails, RunEnd
+from sagad.store.records import RunEnd
 
 SUBMITTED_CHANNEL = "sagad_submitted"
 
@@ -139,13 +139,6 @@ _TAKEN_OVER = """
     SELECT r.id FROM workflow_runs r JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token) ON h.id = r.id
     WHERE r.lease_token <> h.token
        OR (r.status IN ('running', 'compensating') AND r.claimed_by IS DISTINCT FROM $3)
-"""
-
-_STATUS = """
-    SELECT id, status, next_step, failed_step, attempts, last_error, compensation_error, claimed_by, lease_token,
-           idempotency_key, submitted_at, started_at, failed_at, finished_at,
-           CASE WHEN claimed_by IS NOT NULL THEN available_at END AS lease_expires_at
-    FROM workflow_runs WHERE id = $1
 """
 
 _ENDS = """
@@ -305,31 +298,6 @@ class RunStore:
     async def release_all(self, worker: WorkerId) -> int:
         """Give back every run ``worker`` still holds (a previous life's); how many there were."""
         return len(await self._db.fetch(_RELEASE_ALL, worker, operation=Operation.RELEASE))
-
-    async def status(self, run_id: RunId) -> RunDetails | None:
-        rows = await self._db.fetch(_STATUS, run_id)
-        if not rows:
-            return None
-        row = rows[0]
-        step = row["next_step"]
-        running = row["status"] in ("pending", "running")
-        return RunDetails(
-            run_id=RunId(row["id"]),
-            status=row["status"],
-            current_step=Step.at(step).value if running and step < len(Step) else None,
-            failed_step=row["failed_step"],
-            attempts=row["attempts"],
-            last_error=row["last_error"],
-            compensation_error=row["compensation_error"],
-            claimed_by=row["claimed_by"],
-            lease_token=row["lease_token"],
-            idempotency_key=row["idempotency_key"],
-            submitted_at=row["submitted_at"],
-            started_at=row["started_at"],
-            failed_at=row["failed_at"],
-            finished_at=row["finished_at"],
-            lease_expires_at=row["lease_expires_at"],
-        )
 
     async def ends(self, run_ids: Sequence[RunId]) -> dict[RunId, RunEnd]:
         """Of these runs, the ones that ended, and how."""

@@ -13,12 +13,14 @@ import anyio
 from sagad.actors.ports import FaultPoints
 from sagad.content.delivery import is_endpoint
 from sagad.content.pipeline import builtin_pipeline, walk
+from sagad.domain.operations import Run
 from sagad.domain.pipeline import Pipeline
 from sagad.domain.rows import StepWrite
 from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import BUSINESS_TABLES, Step
 from sagad.metrics import Metrics
 from sagad.store.db import Database
+from sagad.store.operations import OperationsStore
 from sagad.supervisor import Settings, Supervisor
 
 TABLES = BUSINESS_TABLES
@@ -47,6 +49,11 @@ async def step_write(lease: Lease, brief: Any, step: Step) -> StepWrite:
     walked = await walk(BUILTIN, lease.run_id, brief)
     result = walked.results[step.index]
     return StepWrite(lease, rows=result.rows, output=json.dumps(result.output))
+
+
+async def shown(db: Database, run_id: uuid.UUID) -> Run | None:
+    """The run as ``sagad runs show`` and the client give it."""
+    return await OperationsStore(db).show(RunId(run_id))
 
 
 async def rows_of(db: Database, run_id: uuid.UUID) -> dict[str, int]:

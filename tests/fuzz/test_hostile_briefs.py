@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from sagad.content.brief import MAX_BRIEF_BYTES, Brief, parse_brief
 from sagad.content.pipeline import builtin_pipeline, walk
-from sagad.domain.runs import RunId
+from sagad.domain.runs import RunId, RunStatus
 from sagad.errors import InvalidBrief
 from sagad.metrics import ACTORS
 from sagad.store.audit import audit_database
@@ -44,7 +44,7 @@ from tests.fuzz.strategies import (
     with_value,
     without,
 )
-from tests.helpers import TABLES, expected_totals, rows_of, rows_per_table, running_daemon, wait_terminal
+from tests.helpers import TABLES, expected_totals, rows_of, rows_per_table, running_daemon, shown, wait_terminal
 
 FUZZ = settings(
     deadline=None,
@@ -385,9 +385,9 @@ async def test_hostile_briefs_stored_directly_are_compensated_at_normalize_namin
     assert set(restarts.values()) == {0}, restarts
     assert {statuses[run] for run in good} == {"completed"}
     for name, run_id in bad.items():
-        status = await runs.status(run_id)
+        status = await shown(db, run_id)
         assert status is not None
-        assert (name, status.status, status.failed_step) == (name, "compensated", "normalize_brief")
+        assert (name, status.status, status.failed_step) == (name, RunStatus.COMPENSATED, "normalize_brief")
         assert status.last_error is not None
         assert status.last_error.startswith("normalize_brief: invalid brief: "), (name, status.last_error[:300])
         assert STORED[name][1] in status.last_error, (name, status.last_error[:300])
@@ -411,6 +411,6 @@ async def test_a_stored_brief_python_cannot_decode_is_compensated_and_other_runs
             restarts = _restarts(daemon)
     assert set(restarts.values()) == {0}, restarts
     assert statuses == {poison: "compensated", **dict.fromkeys(good, "completed")}
-    status = await runs.status(poison)
+    status = await shown(db, poison)
     assert status is not None
     assert status.failed_step == "normalize_brief"

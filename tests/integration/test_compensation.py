@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sagad.domain.runs import Lease, LeaseToken, RunId, WorkerId
+from sagad.domain.runs import Lease, LeaseToken, RunStatus, WorkerId
 from sagad.domain.steps import BUSINESS_TABLES, Step
 from sagad.errors import PermanentDatabaseError
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from sagad.store.schema import children_first, metadata
 from sagad.store.steps import StepStore
-from tests.helpers import TABLES, expected_rows, rows_of, running_daemon, step_write, wait_terminal
+from tests.helpers import TABLES, expected_rows, rows_of, running_daemon, shown, step_write, wait_terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -33,10 +33,10 @@ async def test_happy_path_fills_all_ten_tables(db: Database, runs: RunStore) -> 
     counts = await rows_of(db, run_id)
     assert all(counts[table] > 0 for table in TABLES), counts
     assert counts == await expected_rows(run_id, example("brief.json"))
-    status = await runs.status(run_id)
+    status = await shown(db, run_id)
     assert status is not None
     assert (status.status, status.last_error, status.claimed_by, status.lease_expires_at) == (
-        "completed",
+        RunStatus.COMPLETED,
         None,
         None,
         None,
@@ -48,7 +48,7 @@ async def test_qc_failure_deletes_every_row_of_the_run(db: Database, runs: RunSt
     async with running_daemon(db):
         assert await wait_terminal(db, [run_id]) == {run_id: "compensated"}
     assert await rows_of(db, run_id) == dict.fromkeys(TABLES, 0)
-    status = await runs.status(run_id)
+    status = await shown(db, run_id)
     assert status is not None
     assert status.failed_step == "qc_evaluate"
     assert status.last_error is not None
@@ -71,7 +71,7 @@ async def test_delivery_failure_deletes_the_rows_of_four_committed_steps(db: Dat
     )
     four_steps = sum(n for table, n in written.items() if not table.startswith("delivery_"))
     assert deleted_before == four_steps
-    status = await runs.status(run_id)
+    status = await shown(db, run_id)
     assert status is not None
     assert status.failed_step == "deliver"
     assert status.last_error == (
@@ -127,9 +127,9 @@ async def test_compensation_is_one_transaction(db: Database, runs: RunStore) -> 
     with pytest.raises(PermanentDatabaseError, match="refused by test"):
         await StepStore(db, WorkerId("w")).compensate([lease], frozenset(TABLES))
     assert await rows_of(db, lease.run_id) == before
-    status = await RunStore(db).status(RunId(lease.run_id))
+    status = await shown(db, lease.run_id)
     assert status is not None
-    assert status.status == "compensating"
+    assert status.status is RunStatus.COMPENSATING
 
 
 async def test_compensating_one_run_leaves_other_runs_intact(db: Database, runs: RunStore) -> None:
@@ -151,6 +151,6 @@ async def test_compensating_one_run_leaves_other_runs_intact(db: Database, runs:
 
     assert {run: await rows_of(db, run) for run in (completed, in_flight)} == before
     assert sum(before[in_flight].values()) > 0
-    status = await runs.status(in_flight)
+    status = await shown(db, in_flight)
     assert status is not None
-    assert (status.status, status.current_step, status.claimed_by) == ("running", "generate_draft", "other")
+    assert (status.status, status.current_step, status.claimed_by) == (RunStatus.RUNNING, "generate_draft", "other")

@@ -19,7 +19,7 @@ from sagad.loadtest.receiver import Receiver
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from tests.chaos.waiting import wait_count
-from tests.helpers import running_daemon, wait_terminal
+from tests.helpers import running_daemon, shown, wait_terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +80,7 @@ async def test_a_package_the_endpoint_refuses_fails_the_run_for_good(
         summary = receiver.summary()
     assert {statuses[run] for run in refused} == {"compensated"}
     assert {statuses[run] for run in accepted} == {"completed"}
-    status = await runs.status(next(iter(refused)))
+    status = await shown(db, next(iter(refused)))
     assert status is not None
     assert status.last_error is not None
     assert status.last_error.startswith("deliver: delivery endpoint refused the package: POST http://127.0.0.1:")
@@ -109,7 +109,7 @@ async def test_a_delivery_whose_answer_never_came_is_retracted_when_the_run_is_c
     keys = {idempotency_key(run) for run in endings}
     assert set(summary.accepted) == keys  # delivered, though the daemon never heard so
     assert set(summary.retracted) == keys  # and taken back before the run's rows went
-    status = await runs.status(next(iter(endings)))
+    status = await shown(db, next(iter(endings)))
     assert status is not None
     assert status.last_error is not None
     assert "gave up after 2 attempts (claim 1): POST" in status.last_error
@@ -126,7 +126,7 @@ async def test_a_destination_that_is_not_an_allowed_host_fails_without_a_request
             assert set((await wait_terminal(db, endings)).values()) == {"compensated"}
         summary = receiver.summary()
     assert summary.requests_by_status == {}
-    status = await runs.status(next(iter(endings)))
+    status = await shown(db, next(iter(endings)))
     assert status is not None
     assert status.last_error == (
         f"deliver: delivery to 127.0.0.1:{receiver.port} is not allowed (allowed: none; see --delivery-hosts)"

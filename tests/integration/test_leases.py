@@ -12,7 +12,7 @@ from sagad.domain.steps import Step
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
-from tests.helpers import TABLES, rows_of, running_daemon, step_write, wait_terminal
+from tests.helpers import TABLES, rows_of, running_daemon, shown, step_write, wait_terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ async def test_a_daemon_whose_lease_was_taken_over_cannot_commit_a_step(db: Data
     assert committed.owned == {}
     assert committed.rows == {}
     assert await rows_of(db, run_id) == before
-    status = await runs.status(run_id)
+    status = await shown(db, run_id)
     assert status is not None
     assert (status.claimed_by, status.lease_token, status.current_step) == (
         "second",

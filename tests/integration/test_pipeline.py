@@ -20,6 +20,7 @@ from tests.helpers import (
     rows_of,
     rows_per_table,
     running_daemon,
+    shown,
     step_write,
     wait_terminal,
 )
@@ -124,7 +125,7 @@ async def test_a_malformed_stored_brief_is_compensated_and_the_daemon_goes_on(
     good, _ = await runs.submit(sample_brief(Ending.COMPLETED, 7))
     async with running_daemon(db):
         assert await wait_terminal(db, [bad, good]) == {bad: "compensated", good: "completed"}
-    status = await runs.status(bad)
+    status = await shown(db, bad)
     assert status is not None
     assert status.failed_step == "normalize_brief"
     assert status.last_error is not None

@@ -14,14 +14,14 @@ from sagad.content.pipeline import builtin_pipeline, walk
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.pipeline import Pipeline, RetryPolicy, StepCall, StepContext, StepResult, UndoContext
 from sagad.domain.rows import row_key
-from sagad.domain.runs import RunId
+from sagad.domain.runs import RunId, RunStatus
 from sagad.domain.steps import Step
 from sagad.errors import TransientStepError
 from sagad.metrics import Metrics
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from tests.chaos.waiting import wait_count, wait_until
-from tests.helpers import TABLES, expected_rows, rows_of, running_daemon, wait_terminal
+from tests.helpers import TABLES, expected_rows, rows_of, running_daemon, shown, wait_terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +137,7 @@ async def test_a_step_that_times_out_is_retried_then_fails_the_run_naming_its_ti
         assert set((await wait_terminal(db, run_ids)).values()) == {"compensated"}
         retried = sample(daemon.metrics, "sagad_step_retries_total", step="generate_strategy", reason="timeout")
     assert retried == len(run_ids)  # two attempts each: one retry
-    status = await runs.status(run_ids[0])
+    status = await shown(db, run_ids[0])
     assert status is not None
     assert status.last_error == "generate_strategy: gave up after 2 attempts (claim 1): timed out after 0.05 s"
     assert await rows_of(db, run_ids[0]) == dict.fromkeys(TABLES, 0)
@@ -246,9 +246,9 @@ async def test_an_undo_that_keeps_failing_leaves_the_run_compensating_with_its_r
     async with running_daemon(db, pipeline=pipeline, undo_retry_seconds=0.3) as daemon:
         held_up = "SELECT count(*) FROM workflow_runs WHERE compensation_error IS NOT NULL"
         await wait_count(db, held_up, 1, seconds=20)
-        status = await runs.status(run_id)
+        status = await shown(db, run_id)
         assert status is not None
-        assert status.status == "compensating"
+        assert status.status is RunStatus.COMPENSATING
         assert status.compensation_error == (
             "undo of generate_strategy: gave up after 2 attempts (claim 1): ads service down"
         )
@@ -258,7 +258,7 @@ async def test_an_undo_that_keeps_failing_leaves_the_run_compensating_with_its_r
         assert sample(daemon.metrics, "sagad_undo_total", step="generate_strategy", outcome="failed") >= 1
         healthy.set()
         assert await wait_terminal(db, [run_id], seconds=20) == {run_id: "compensated"}
-    status = await runs.status(run_id)
+    status = await shown(db, run_id)
     assert status is not None
     assert status.compensation_error is None
     assert await rows_of(db, run_id) == dict.fromkeys(TABLES, 0)
@@ -299,7 +299,7 @@ async def test_a_call_whose_lease_is_lost_is_cancelled_and_writes_nothing(db: Da
         await wait_until(counted, seconds=10)
         assert sample(daemon.metrics, "sagad_leases_lost_total", found_by="renewal") == 1
         assert run_id not in {lease.run_id for lease in daemon.ledger.snapshot()}
-    status = await runs.status(run_id)
+    status = await shown(db, run_id)
     assert status is not None
     assert (status.claimed_by, status.current_step) == ("thief", "generate_draft")
     assert set(await stored_outputs(db, run_id)) == {Step.NORMALIZE_BRIEF, Step.GENERATE_STRATEGY}
@@ -319,7 +319,7 @@ async def test_a_step_writing_another_steps_table_fails_its_run_and_the_daemon_g
     async with running_daemon(db, pipeline=pipeline) as daemon:
         assert set((await wait_terminal(db, bad)).values()) == {"compensated"}
         restarts = sum(sample(daemon.metrics, "sagad_actor_restarts_total", actor=step.value) for step in Step)
-    status = await runs.status(bad[0])
+    status = await shown(db, bad[0])
     assert status is not None
     assert status.last_error is not None
     assert "returned rows for ['qc_results'], which it does not own" in status.last_error
