@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.fleet import Fleet
-from tests.chaos.server import ThrowawayServer
+from tests.chaos.server import ThrowawayServer, launched
 
 
 @pytest.fixture
@@ -24,12 +24,8 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 @pytest.fixture
 def throwaway_server() -> Iterator[ThrowawayServer]:
     """A server the test may stop and restart; stopped and deleted afterwards, also on failure."""
-    server = ThrowawayServer()
-    try:
-        server.launch()
+    with launched() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -110,3 +112,14 @@ class ThrowawayServer:
                 self.stop("immediate")
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextmanager
+def launched(**settings: str) -> Iterator[ThrowawayServer]:
+    """A ThrowawayServer started with ``settings``; stopped and deleted when the block ends, also on failure."""
+    server = ThrowawayServer(**settings)
+    try:
+        server.launch()
+        yield server
+    finally:
+        server.destroy()

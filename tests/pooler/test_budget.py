@@ -16,7 +16,7 @@ from sagad.store.db import Database
 from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import assert_ended_as_built, report, submit_mix
-from tests.chaos.server import ThrowawayServer
+from tests.chaos.server import ThrowawayServer, launched
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -34,12 +34,8 @@ _CONNECTIONS = """
 @pytest.fixture
 def small_server() -> Iterator[ThrowawayServer]:
     """A server with PostgreSQL's default max_connections, whatever the library's configuration says."""
-    server = ThrowawayServer(max_connections="100")
-    try:
-        server.launch()
+    with launched(max_connections="100") as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sagad.store.limits import SessionLimits
 from sagad.store.runs import RunStore
 from tests.chaos.fleet import Fleet
 from tests.chaos.invariants import assert_ended_as_built, submit_mix
-from tests.chaos.server import ThrowawayServer
+from tests.chaos.server import ThrowawayServer, launched
 from tests.chaos.waiting import wait_until
 from tests.processes import Daemon, sagad
 
@@ -30,12 +30,8 @@ MAX_CONNECTIONS = 8
 
 @pytest.fixture
 def tight_server() -> Iterator[ThrowawayServer]:
-    server = ThrowawayServer(max_connections=str(MAX_CONNECTIONS), superuser_reserved_connections="0")
-    try:
-        server.launch()
+    with launched(max_connections=str(MAX_CONNECTIONS), superuser_reserved_connections="0") as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture
