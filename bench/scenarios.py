@@ -178,11 +178,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
     parser.add_argument("--delay-ms", type=int, default=FAR_DELAY_MS, help="The far scenarios' delay each way.")
     parser.add_argument("--far-rate", type=float, default=50, help="Runs per second of far-rate.")
+    parser.add_argument(
+        "--daemon-option", action="append", default=[], help="An option for the daemon, as OPTION=VALUE (repeatable)."
+    )
     args = parser.parse_args()
     chosen = [SCENARIOS[name] for name in args.only.split(",") if name]
+    extra = tuple(f"--daemon-option={option}" for option in args.daemon_option)
     if args.far_rate != 50:
         rated = ("--runs", str(round(args.far_rate * 60)), "--rate", f"{args.far_rate:g}", *MIX)
         chosen = [Scenario(s.name, rated, far=True) if s.name == "far-rate" else s for s in chosen]
+    chosen = [Scenario(s.name, (*s.options, *extra), far=s.far) for s in chosen]
     results = [measure(args.database_url, scenario, args.delay_ms) for scenario in chosen]
     if args.json:
         print(json.dumps({"machine": machine(args.database_url), "results": results}, indent=2))
