@@ -34,6 +34,7 @@ from sagad.store.migrate import upgrade
 
 TCP_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 FAR_DELAY_MS = 25  # each way: a 50 ms round trip
+FAR_RUNS = 20_000
 MIX = ["--fail-qc", "0.04", "--fail-delivery", "0.03", "--invalid", "0.03"]
 
 
@@ -81,7 +82,7 @@ SCENARIOS = {
                 *MIX,
             ),
         ),
-        Scenario("far", ("--runs", "5000", *MIX), far=True),
+        Scenario("far", ("--runs", str(FAR_RUNS), *MIX), far=True),
         Scenario("far-rate", ("--runs", "3000", "--rate", "50", *MIX), far=True),
     )
 }
@@ -178,12 +179,16 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
     parser.add_argument("--delay-ms", type=int, default=FAR_DELAY_MS, help="The far scenarios' delay each way.")
     parser.add_argument("--far-rate", type=float, default=50, help="Runs per second of far-rate.")
+    parser.add_argument("--far-runs", type=int, default=FAR_RUNS, help="Runs of far (closed loop).")
     parser.add_argument(
         "--daemon-option", action="append", default=[], help="An option for the daemon, as OPTION=VALUE (repeatable)."
     )
     args = parser.parse_args()
     chosen = [SCENARIOS[name] for name in args.only.split(",") if name]
     extra = tuple(f"--daemon-option={option}" for option in args.daemon_option)
+    if args.far_runs != FAR_RUNS:
+        sized = ("--runs", str(args.far_runs), *MIX)
+        chosen = [Scenario(s.name, sized, far=True) if s.name == "far" else s for s in chosen]
     if args.far_rate != 50:
         rated = ("--runs", str(round(args.far_rate * 60)), "--rate", f"{args.far_rate:g}", *MIX)
         chosen = [Scenario(s.name, rated, far=True) if s.name == "far-rate" else s for s in chosen]

@@ -47,6 +47,10 @@ class Vitals:
     lag_p99_seconds: float = math.nan
     """The 99th percentile of event loop lag, over the daemons, since the first sample."""
     lag_at_start: dict[float, float] = field(default_factory=dict)
+    commits: int = 0
+    """Step commits the daemons made (the last sample's ``sagad_step_commit_runs_count``)."""
+    committed: int = 0
+    """Runs in those commits: over ``commits``, the mean batch."""
 
     @property
     def rss_per_run_in_flight_kib(self) -> float:
@@ -62,6 +66,7 @@ class Vitals:
             "rss_peak_mib": round(self.rss_peak_kib / 1024, 1),
             "rss_per_run_in_flight_kib": round(self.rss_per_run_in_flight_kib, 2),
             "event_loop_lag_p99_ms": round(self.lag_p99_seconds * 1000, 2),
+            "mean_commit_batch": round(self.committed / self.commits, 1) if self.commits else None,
         }
 
 
@@ -118,7 +123,7 @@ async def sample_once(db: Database, daemons: list[Watched], vitals: Vitals, own_
     with contextlib.suppress(DatabaseError):  # an outage: the next sample tells
         connections = int((await db.fetch(_CONNECTIONS, own_application))[0][0])
         vitals.most_connections = max(vitals.most_connections, connections)
-    held = 0
+    held = commits = committed = 0
     lag: dict[float, float] = {}
     for daemon in daemons:
         try:
@@ -126,10 +131,14 @@ async def sample_once(db: Database, daemons: list[Watched], vitals: Vitals, own_
         except OSError:
             continue  # it stopped, or is restarting
         held += int(sum(value for _, value in samples.get("sagad_leases_held", [])))
+        commits += int(sum(value for _, value in samples.get("sagad_step_commit_runs_count", [])))
+        committed += int(sum(value for _, value in samples.get("sagad_step_commit_runs_sum", [])))
         for labels, value in samples.get("sagad_event_loop_lag_seconds_bucket", []):
             bound = float(labels["le"])
             lag[bound] = lag.get(bound, 0.0) + value
     vitals.most_in_flight = max(vitals.most_in_flight, held)
+    if commits >= vitals.commits:  # a restarted daemon starts its counts again: keep the most seen
+        vitals.commits, vitals.committed = commits, committed
     if lag and not vitals.lag_at_start:
         vitals.lag_at_start = lag
     elif lag:
