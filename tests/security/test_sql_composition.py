@@ -82,9 +82,13 @@ SAFE_INTERPOLATIONS = {
     ("compensation_statement", "_ALREADY_COMPENSATED"): "a module constant without interpolation",
     ("compensation_statement", "_DELETE_OUTPUTS"): "a module constant without interpolation",
     ("compensation_statement", "_KEEP_COMMITS"): "a module constant without interpolation",
+    ("compensation_statement", "_KEEP_UNDOS"): "a module constant without interpolation",
+    ("compensation_statement", "_KEEP_DELETIONS"): "a module constant without interpolation",
+    ("compensation_statement", "' UNION ALL '.join(deleted)"): "selects of the delete CTEs, named from the schema",
+    ("compensation_statement", "per_run"): "the union of the delete CTEs above, or a constant",
+    ("step_statement", "_KEEP_FAILED_CALLS"): "a module constant without interpolation",
     ("compensation_statement", "skipped_leases(_COMPENSATION_FENCE)"): "skipped_leases(a literal constant)",
     ("compensation_statement", "', '.join(parts)"): "locked_leases(literals), constants and delete_statement() outputs",
-    ("compensation_statement", "' UNION ALL '.join(counts)"): "counts of the delete CTEs, named from the schema",
     ("compensation_statement", "table"): "a table of the schema (children_first and step_outputs)",
     ("compensation_statement", "delete_statement(table, _DOOMED)"): "delete_statement(a schema table, a constant)",
     ("delete_statement", "table.name"): "metadata.tables[table_name]: KeyError for any name not in the schema",
@@ -120,6 +124,9 @@ ALLOWED_SQL_LITERALS = {
     *metadata.tables,
     *("owned", "skipped", "run"),
     "committed",  # the history event a compensation keeps for each step its run committed
+    "call failed",  # the history event of a failed call's measure (attempts, time, retry reasons)
+    "undo",  # the history event of what a step's undo came to, kept by the compensation
+    "deleted",  # the history event of the rows a compensation deleted per table of a run
     *("", " (", ")", " held by ", " since ", " step ", "alembic_version"),
     *("status", "{}"),  # the column whose statistics estimate finished runs, and an empty JSON object
     # store/liveness.py and store/db.py: session states, wait events, lock modes and a setting
