@@ -112,7 +112,7 @@ _FINISH_COMPENSATION = """
     FROM locked l
     WHERE r.id = l.id
     RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age,
-              extract(epoch FROM now() - r.cancel_requested_at)::float8 AS cancel_wait
+              extract(epoch FROM now() - r.cancel_requested_at)::float8 AS cancel_wait, r.lease_token AS token
 """
 
 # As for steps: a retry may find the first attempt's commit done, under this very lease.
@@ -135,18 +135,19 @@ _KEEP_COMMITS = """
 """
 # What each step's undo came to (passed by the relays through the compensator), for the runs finished.
 _KEEP_UNDOS = """
-    INSERT INTO run_history (run_id, at, event, step, attempt, call_ms, retry_reasons, detail)
-    SELECT u.run_id, now(), 'undo', u.step, u.attempts, u.call_ms, u.retry_reasons, u.outcome
+    INSERT INTO run_history (run_id, at, event, step, worker, token, attempt, call_ms, retry_reasons, detail)
+    SELECT u.run_id, now(), 'undo', u.step, $3, f.token, u.attempts, u.call_ms, u.retry_reasons, u.outcome
     FROM unnest($5::uuid[], $6::text[], $7::text[], $8::int[], $9::real[], $10::text[])
          AS u(run_id, step, outcome, attempts, call_ms, retry_reasons)
-    WHERE u.run_id IN (SELECT id FROM finished)
+    JOIN finished f ON f.id = u.run_id
 """
 # The rows deleted per table of each run (zeros left out), one 'deleted' event per run finished.
 _KEEP_DELETIONS = """
-    INSERT INTO run_history (run_id, at, event, rows)
-    SELECT f.id, now(), 'deleted', coalesce(jsonb_object_agg(d.name, d.n) FILTER (WHERE d.name IS NOT NULL), '{}')
+    INSERT INTO run_history (run_id, at, event, worker, token, rows)
+    SELECT f.id, now(), 'deleted', $3, f.token,
+           coalesce(jsonb_object_agg(d.name, d.n) FILTER (WHERE d.name IS NOT NULL), '{}')
     FROM finished f LEFT JOIN deleted_per_run d ON d.run_id = f.id
-    GROUP BY f.id
+    GROUP BY f.id, f.token
 """
 _DOOMED = "ARRAY(SELECT id FROM finished)"
 _STEP_NAMES = list(STEP_NAMES)
