@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from sagad.domain.rows import StepWrite, Undone
-from sagad.domain.runs import RunStatus
+from sagad.domain.runs import LeaseToken, RunStatus
 from sagad.domain.steps import Step
 from tests.conformance.harness import Harness
 from tests.conformance.scenes import LEASE_SECONDS, advance, claimed, fail_at, tables_through
@@ -169,7 +169,7 @@ async def test_the_undos_of_a_run_not_compensated_are_not_kept(h: Harness) -> No
     await fail_at(h, other, Step.GENERATE_STRATEGY)
     tables = tables_through(Step.GENERATE_STRATEGY)
     # The first is compensated: its undos are kept; the second's lease is stale, and nothing of it is.
-    stale = replace(other.lease, token=other.lease.token + 7)
+    stale = replace(other.lease, token=LeaseToken(other.lease.token + 7))
     undone = [(run_id, Undone(Step.NORMALIZE_BRIEF, ran=False)) for run_id in (held.run_id, other.run_id)]
 
     committed = await h.writer.compensate([held.lease, stale], tables, undone)
