@@ -74,24 +74,40 @@ _ALREADY_PAST_STEP = """
 """
 
 
+_KEEP_OUTPUTS_ONLY = """
+    INSERT INTO step_outputs (run_id, step, output)
+    SELECT h.id, $5, h.output::json FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    ON CONFLICT DO NOTHING
+"""
+
+
 @cache
-def step_statement(step: Step, *, with_failures: bool = False) -> Statement:
+def step_statement(step: Step, *, with_failures: bool = False, history: bool = True) -> Statement:
     """A step's whole commit as ONE statement (one round trip, atomic without BEGIN/COMMIT).
 
     The fence and ``_STEP_PARAMS`` advance the runs and keep their outputs (``with_failures``: and
     the failed calls' measures); then one array per column of each table the step writes (named
     ``table.column``), inserted only for the runs the fence let through and that did not fail.
     Each run comes back ``owned`` (written, or found written by an earlier attempt) or ``skipped``
-    (another transaction holds its row); a run not returned lost its lease.
+    (another transaction holds its row); a run not returned lost its lease. ``history=False``
+    leaves the history out, calls' measures and all: what bench.history_cost compares with.
     """
-    parts = [
-        locked_leases(_STEP_FENCE, _HELD_COLUMNS, _HELD_ALIASES, skip_locked=True),
-        f"advanced AS ({_ADVANCE})",
-        f"outputs AS ({_KEEP_OUTPUTS})",
-    ]
-    if with_failures:
-        parts.append(f"failed_calls AS ({_KEEP_FAILED_CALLS})")
-    params = list(_STEP_PARAMS)
+    if not history:
+        parts = [
+            locked_leases(_STEP_FENCE, ", $4::text[], $8::text[]", ", failure, output", skip_locked=True),
+            f"advanced AS ({_ADVANCE})",
+            f"outputs AS ({_KEEP_OUTPUTS_ONLY})",
+        ]
+        params = list(_STEP_PARAMS[:8])
+    else:
+        parts = [
+            locked_leases(_STEP_FENCE, _HELD_COLUMNS, _HELD_ALIASES, skip_locked=True),
+            f"advanced AS ({_ADVANCE})",
+            f"outputs AS ({_KEEP_OUTPUTS})",
+        ]
+        if with_failures:
+            parts.append(f"failed_calls AS ({_KEEP_FAILED_CALLS})")
+        params = list(_STEP_PARAMS)
     for table in tables_of_step(step):
         insert = insert_statement(table.name, len(params) + 1, "SELECT id FROM advanced WHERE ok")
         parts.append(f"insert_{table.name} AS ({insert})")
@@ -164,7 +180,7 @@ _COMPENSATION_PARAMS = (
 
 
 @cache
-def compensation_statement(tables: frozenset[str]) -> Statement:
+def compensation_statement(tables: frozenset[str], *, history: bool = True) -> Statement:
     """A compensation of many runs as ONE statement: mark them compensated and delete all their rows.
 
     The deletes come children first; PostgreSQL checks the foreign keys at the end of the
@@ -173,7 +189,11 @@ def compensation_statement(tables: frozenset[str]) -> Statement:
     ``run`` with the run's age (and, for a cancelled run, the seconds since its cancel request) for
     each run finished (or found finished by an earlier attempt), ``skipped`` for a run whose row
     another transaction holds, and one row per table with the number of rows deleted from it.
+    ``history=False`` leaves the history out (and counts the rows per table only): what
+    bench.history_cost compares with.
     """
+    if not history:
+        return _compensation_without_history(tables)
     parts = [
         locked_leases(_COMPENSATION_FENCE, skip_locked=True),
         f"finished AS ({_FINISH_COMPENSATION})",
@@ -204,6 +224,23 @@ def compensation_statement(tables: frozenset[str]) -> Statement:
     return Statement(sql, _COMPENSATION_PARAMS)
 
 
+def _compensation_without_history(tables: frozenset[str]) -> Statement:
+    parts = [locked_leases(_COMPENSATION_FENCE, skip_locked=True), f"finished AS ({_FINISH_COMPENSATION})"]
+    counts = []
+    for table in children_first(tables):
+        parts.append(f"delete_{table} AS ({delete_statement(table, _DOOMED)})")
+        counts.append(f"SELECT '{table}', NULL::uuid, count(*)::float8, NULL FROM delete_{table}")
+    parts.append(f"delete_step_outputs AS ({_DELETE_OUTPUTS})")
+    counts.append("SELECT 'step_outputs', NULL::uuid, count(*)::float8, NULL FROM delete_step_outputs")
+    sql = (
+        f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value, cancel_wait FROM finished "
+        f"UNION ALL {_ALREADY_COMPENSATED} "
+        f"UNION ALL SELECT 'skipped', id, 0::float8, NULL FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
+        f"UNION ALL {' UNION ALL '.join(counts)}"
+    )
+    return Statement(sql, FENCE_PARAMS)
+
+
 # An undo that keeps failing: the run stays compensating, given back with the reason, to be
 # tried again (by any daemon) once ``available_at`` comes.
 _DEFER_COMPENSATION = Statement(
@@ -223,9 +260,11 @@ _DEFER_COMPENSATION = Statement(
 class StepStore:
     """Writes a step's rows, or deletes a failed run's rows, for a batch of runs at once."""
 
-    def __init__(self, db: Database, worker: WorkerId) -> None:
+    def __init__(self, db: Database, worker: WorkerId, *, keeps_history: bool = True) -> None:
         self._db = db
         self._worker = worker
+        self._history = keeps_history
+        """False only to measure what the history costs (bench.history_cost)."""
 
     async def commit_step(self, step: Step, writes: Sequence[StepWrite]) -> Committed:
         """One statement: advance (or mark failed) every run still ours, insert the rows and outputs of those.
@@ -260,7 +299,8 @@ class StepStore:
                 values.update(zip((f"{name}.{column}" for column in written_columns(name)), arrays, strict=True))
         except (KeyError, TypeError, ValueError) as error:  # a row missing a column, or a value JSON cannot hold
             raise PermanentDatabaseError(f"rows the database cannot take: {type(error).__name__}: {error}") from None
-        statement = step_statement(step, with_failures=any(failure is not None for failure in failures))
+        with_failures = any(failure is not None for failure in failures)
+        statement = step_statement(step, with_failures=with_failures, history=self._history)
         async with self._db.connection() as conn:
             rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(
@@ -276,7 +316,7 @@ class StepStore:
         ``undone`` (what the undos of each run came to) goes to the history of the runs finished.
         """
         ids, tokens = lease_arrays(leases)
-        statement = compensation_statement(tables)
+        statement = compensation_statement(tables, history=self._history)
         values = {
             "run_ids": ids,
             "tokens": tokens,
