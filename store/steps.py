@@ -288,10 +288,11 @@ class StepStore:
             "is_last": step.is_last,
             "step_name": step.value,
             "outputs": outputs,
-            "call_ms": [w.call_seconds * 1000 for w in writes],
-            "attempts": [w.attempts for w in writes],
-            "retry_reasons": [w.retry_reasons for w in writes],
         }
+        if self._history:
+            values["call_ms"] = [w.call_seconds * 1000 for w in writes]
+            values["attempts"] = [w.attempts for w in writes]
+            values["retry_reasons"] = [w.retry_reasons for w in writes]
         try:
             for written in tables_of_step(step):
                 name = written.name
@@ -317,18 +318,17 @@ class StepStore:
         """
         ids, tokens = lease_arrays(leases)
         statement = compensation_statement(tables, history=self._history)
-        values = {
-            "run_ids": ids,
-            "tokens": tokens,
-            "worker": self._worker,
-            "step_names": _STEP_NAMES,
-            "undo_run_ids": [run_id for run_id, _ in undone],
-            "undo_steps": [undo.step.value for _, undo in undone],
-            "undo_outcomes": [undo.outcome for _, undo in undone],
-            "undo_attempts": [undo.attempts if undo.ran else None for _, undo in undone],
-            "undo_call_ms": [undo.seconds * 1000 if undo.ran else None for _, undo in undone],
-            "undo_retry_reasons": [undo.retry_reasons for _, undo in undone],
-        }
+        values: dict[str, object] = {"run_ids": ids, "tokens": tokens, "worker": self._worker}
+        if self._history:
+            values |= {
+                "step_names": _STEP_NAMES,
+                "undo_run_ids": [run_id for run_id, _ in undone],
+                "undo_steps": [undo.step.value for _, undo in undone],
+                "undo_outcomes": [undo.outcome for _, undo in undone],
+                "undo_attempts": [undo.attempts if undo.ran else None for _, undo in undone],
+                "undo_call_ms": [undo.seconds * 1000 if undo.ran else None for _, undo in undone],
+                "undo_retry_reasons": [undo.retry_reasons for _, undo in undone],
+            }
         async with self._db.connection() as conn:
             rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(
