@@ -171,7 +171,8 @@ class Client:
         return run
 
     async def history(self, run_id: RunId | uuid.UUID | str, *, limit: int = 1000) -> builtins.list[HistoryEvent]:
-        """What happened to the run, oldest first: claims, step commits, failure, cancel, end, retry."""
+        """What happened to the run, oldest first: claims, step commits (with their calls), failure, undos,
+        rows deleted, cancel, end, retry."""
         run = await self.get(run_id)
         return await OperationsStore(self._database).history(run.run_id, limit)
 

@@ -150,6 +150,20 @@ class Metrics:
             "Runs in flight on this daemon whose cancel it learned of at a renewal, and sent backward.",
             registry=r,
         )
+        self.retries_started = Counter(
+            "sagad_retries_started",
+            "Runs submitted as the retry of a compensated run (sagad runs retry), counted by the daemon that"
+            " claimed each the first time.",
+            registry=r,
+        )
+        self.cancel_to_compensated = Histogram(
+            "sagad_cancel_to_compensated_seconds",
+            "From a run's cancel request to the commit of its compensation by this daemon (database time); its"
+            " count is the cancels this daemon carried out (a run cancelled while pending is compensated by"
+            " the cancel itself, and not counted).",
+            buckets=_RUN_BUCKETS,
+            registry=r,
+        )
         self.intake_paused = Gauge(
             "sagad_intake_paused",
             "1 while the fleet's intake is paused (sagad intake pause): no daemon claims new runs (database-wide).",

@@ -43,6 +43,20 @@ def _describe(error: Exception, timeout: float) -> str:
     return str(error) if isinstance(error, TransientStepError) else f"{type(error).__name__}: {error}"
 
 
+RETRY_REASON_LIMIT = 200
+"""Of each retried attempt's reason, what the run's history keeps."""
+RETRY_REASONS_LIMIT = 1000
+"""Of all of a call's, joined: a policy of many attempts must not make a history row unbounded."""
+
+
+def retry_reasons(errors: list[Exception], timeout: float) -> str | None:
+    """Why a call's attempts were retried, one short reason each, in order; None when none was."""
+    if not errors:
+        return None
+    joined = "; ".join(truncated(_describe(error, timeout), RETRY_REASON_LIMIT) for error in errors)
+    return truncated(joined, RETRY_REASONS_LIMIT)
+
+
 Attempted = Callable[[str, float, Exception | None], None]
 """Told of each attempt: its outcome (ok, retried, failed), its seconds, and what it raised."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy, retry_reason, truncated
+from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy, retry_reason, retry_reasons, truncated
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import StepWork
 from sagad.actors.timeouts import Timeouts
@@ -36,6 +36,11 @@ class Called:
     failure: str | None = None
     clean: bool = True
     """False when an attempt may have had an effect before it failed (a timeout, a transient error)."""
+    attempts: int = 1
+    call_seconds: float = 0.0
+    """The attempts' time summed (the waits between them left out)."""
+    retry_reasons: str | None = None
+    """Why the attempts before the last were tried again (``retry_reasons``); None when none was."""
 
 
 LOST = Called(None, failure="the run's lease was lost during the call")
@@ -64,6 +69,15 @@ class StepCaller:
         except (ValueError, RecursionError) as error:
             return Called(None, failure=truncated(f"{self._step}: invalid brief: it cannot be read: {error}"))
         spec = self._spec
+        attempts, seconds, retried = 0, 0.0, []
+
+        def attempted(outcome: str, took: float, error: Exception | None) -> None:
+            nonlocal attempts, seconds
+            attempts += 1
+            seconds += took
+            if outcome == "retried" and error is not None:
+                retried.append(error)
+            self._attempted(outcome, took, error)
 
         async def attempt(n: int) -> tuple[StepResult, str]:
             # An instant call is never interrupted: no deadline to tell it (and no clock to read).
@@ -76,7 +90,7 @@ class StepCaller:
                 spec.retry,
                 self._timeouts,
                 attempt,
-                self._attempted,
+                attempted,
                 self._jitter,
                 ledger=self._ledger,
                 lease=work.lease,
@@ -86,15 +100,28 @@ class StepCaller:
             self._ledger.lose([work.lease], "call")
             return LOST
         except StepFailed as failure:
-            return Called(None, failure=truncated(f"{self._step}: {failure}"))
+            reasons = retry_reasons(retried, spec.timeout_seconds)
+            failed = truncated(f"{self._step}: {failure}")
+            return Called(None, failure=failed, attempts=attempts, call_seconds=seconds, retry_reasons=reasons)
         except Exception as error:
             if retry_reason(error) == "error":
                 log.exception("step %s failed for run %s", self._step, work.lease.run_id)
             reason = gave_up(self._step, spec.retry.attempts, error, spec.timeout_seconds, work.lease)
-            return Called(None, failure=reason, clean=False)
+            reasons = retry_reasons(retried, spec.timeout_seconds)
+            return Called(
+                None, failure=reason, clean=False, attempts=attempts, call_seconds=seconds, retry_reasons=reasons
+            )
         # Handed on as it was encoded, not as returned: a UUID becomes its text, a tuple a list, on
         # this path as on a takeover's, which reads the committed text back.
-        return Called(result, output_json, orjson.loads(output_json))
+        reasons = retry_reasons(retried, spec.timeout_seconds) if retried else None
+        return Called(
+            result,
+            output_json,
+            orjson.loads(output_json),
+            attempts=attempts,
+            call_seconds=seconds,
+            retry_reasons=reasons,
+        )
 
     def _attempted(self, outcome: str, seconds: float, error: Exception | None) -> None:
         self._durations[outcome].observe(seconds)

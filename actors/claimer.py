@@ -89,6 +89,7 @@ class Claimer:
                         claimed += await self._store.unanswered_claims(self._worker, known)
             self._readiness.claim_succeeded()
             self._metrics.claims.inc(len(claimed))
+            self._metrics.retries_started.inc(sum(run.starts_a_retry for run in claimed))
             for run in claimed:
                 self._ledger.hold(run.lease)
             self._holding = tuple(claimed)

@@ -88,6 +88,7 @@ class Compensator:
     async def _compensate_once(self, batch: Sequence[Compensation]) -> list[Compensation]:
         """One compensation statement for the batch, retrying transient errors."""
         tables = frozenset().union(*(message.tables for message in batch))
+        undone = [(message.lease.run_id, undo) for message in batch for undo in message.undone]
 
         def on_retry(error: BaseException) -> None:
             log.warning("compensation of %d runs failed, retrying: %s", len(batch), error)
@@ -98,7 +99,7 @@ class Compensator:
         try:
             async for attempt in retry_database_errors(on_retry):
                 with attempt:
-                    committed = await self._store.compensate([m.lease for m in batch], tables)
+                    committed = await self._store.compensate([m.lease for m in batch], tables, undone)
         except PermanentDatabaseError:
             self._metrics.db_errors.labels("permanent").inc()
             self._metrics.compensation_failures.inc()
@@ -114,6 +115,8 @@ class Compensator:
             lease = message.lease
             if lease.run_id in committed.owned:
                 self._ledger.finish(lease, RunStatus.COMPENSATED, committed.owned[lease.run_id])
+                if lease.run_id in committed.cancel_waits:
+                    self._metrics.cancel_to_compensated.observe(committed.cancel_waits[lease.run_id])
             elif lease.run_id in committed.skipped:
                 again.append(message)
             else:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sagad.domain.pipeline import brief_after
+from sagad.domain.rows import Undone
 from sagad.domain.runs import Lease
 from sagad.domain.steps import Step
 
@@ -54,11 +55,16 @@ class Compensation:
     undo_failed_step: bool = True
     """Whether the failed step's own undo runs too: its call may have had an effect (it timed out, say)."""
     tables: frozenset[str] = frozenset()
+    undone: tuple[Undone, ...] = ()
+    """What the undos of the steps it passed came to, for the run's history."""
 
     @property
     def brief(self) -> Any:
         """The brief the undos get; ValueError if the submitted text cannot be read."""
         return brief_after(self.submitted, self.outputs)
 
-    def including(self, tables: frozenset[str]) -> Compensation:
-        return replace(self, tables=self.tables | tables)
+    def including(self, tables: frozenset[str], undone: Undone | None = None) -> Compensation:
+        """The failure once a step has added its tables (and, if it took anything back, what its undo came to)."""
+        if undone is None:
+            return replace(self, tables=self.tables | tables)
+        return replace(self, tables=self.tables | tables, undone=(*self.undone, undone))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from sagad.domain.rows import Committed, StepWrite
+from sagad.domain.rows import Committed, StepWrite, Undone
 from sagad.domain.runs import ClaimedRun, Lease, Renewal, RunId, StatusSample, WorkerId
 from sagad.domain.steps import Step
 
@@ -15,7 +15,9 @@ class StepWriter(Protocol):
 
 
 class Compensations(Protocol):
-    async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed: ...
+    async def compensate(
+        self, leases: Sequence[Lease], tables: frozenset[str], undone: Sequence[tuple[RunId, Undone]] = ()
+    ) -> Committed: ...
 
 
 class CompensationDeferrals(Protocol):

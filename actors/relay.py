@@ -16,7 +16,7 @@ import random
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy
+from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy, retry_reasons
 from sagad.actors.batching import send_all, take_waiting
 from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
@@ -24,6 +24,7 @@ from sagad.actors.messages import Compensation
 from sagad.actors.ports import CompensationDeferrals
 from sagad.actors.timeouts import Timeouts
 from sagad.domain.pipeline import StepSpec, UndoContext
+from sagad.domain.rows import Undone
 from sagad.domain.runs import Lease, RunId
 from sagad.errors import DatabaseError
 from sagad.metrics import Metrics
@@ -72,9 +73,10 @@ class FailureRelay:
             async for first in inbox:
                 passing: list[Compensation] = []
                 for failure in take_waiting(first, inbox, _PASSED_AT_ONCE):
-                    message = failure.including(self.tables)
+                    undoes = self._undoes(failure)
+                    message = failure.including(self.tables, None if undoes else self._nothing_to_undo(failure))
                     self._holding[message.lease.run_id] = message
-                    if self._undoes(message):
+                    if undoes:
                         await self._room.acquire()
                         undos.start_soon(self._undo_then_pass_back, message, previous)
                     else:
@@ -88,10 +90,15 @@ class FailureRelay:
         completed = message.failed_step > step
         return self._spec.undo is not None and (completed or (message.failed_step is step and message.undo_failed_step))
 
+    def _nothing_to_undo(self, message: Compensation) -> Undone | None:
+        """For the history, a step that committed but has no undo; None for the failed step (it committed nothing)."""
+        return Undone(self._spec.step, ran=False) if message.failed_step > self._spec.step else None
+
     async def _undo_then_pass_back(self, message: Compensation, previous: MemoryObjectSendStream[Compensation]) -> None:
         try:
-            if await self._undo(message):
-                await previous.send(message)
+            undone = await self._undo(message)
+            if undone is not None:
+                await previous.send(message.including(frozenset(), undone))
         except LeaseLost:
             self._metrics.fenced.labels("compensation").inc()
             self._ledger.lose([message.lease], "undo")
@@ -99,15 +106,16 @@ class FailureRelay:
             self._holding.pop(message.lease.run_id, None)
             self._room.release()
 
-    async def _undo(self, message: Compensation) -> bool:
-        """Run the undo; False when it kept failing (the run is then given back for a later try).
+    async def _undo(self, message: Compensation) -> Undone | None:
+        """Run the undo and say what it came to; None when it kept failing (the run is then given back for a later try).
 
         LeaseLost when another daemon took the run over meanwhile (the undo is then cancelled).
         """
         spec, undo = self._spec, self._spec.undo
         if undo is None:
-            return True
+            return Undone(spec.step, ran=False)
         step = spec.step.value
+        attempts, seconds, retried = 0, 0.0, []
         try:
             brief = message.brief
         except (ValueError, RecursionError):
@@ -118,7 +126,12 @@ class FailureRelay:
             output = message.outputs.get(spec.step)
             await undo(UndoContext(message.lease.run_id, brief, output, message.reason, deadline))
 
-        def attempted(outcome: str, _seconds: float, _error: Exception | None) -> None:
+        def attempted(outcome: str, took: float, error: Exception | None) -> None:
+            nonlocal attempts, seconds
+            attempts += 1
+            seconds += took
+            if outcome == "retried" and error is not None:
+                retried.append(error)
             self._metrics.undos.labels(step, outcome).inc()
 
         try:
@@ -137,8 +150,8 @@ class FailureRelay:
             reason = gave_up(f"undo of {step}", spec.retry.attempts, error, spec.timeout_seconds, message.lease)
             log.warning("run %s stays compensating: %s", message.lease.run_id, reason)
             await self._defer(message.lease, reason)
-            return False
-        return True
+            return None
+        return Undone(spec.step, True, attempts, seconds, retry_reasons(retried, spec.timeout_seconds))
 
     async def _defer(self, lease: Lease, reason: str) -> None:
         """Give the run back, compensating, with why; whoever claims it next tries the undos again."""

@@ -216,8 +216,21 @@ class StepActor:
     @staticmethod
     def _write(work: StepWork, called: Called) -> StepWrite:
         if called.result is None:
-            return StepWrite(work.lease, failure=called.failure)
-        return StepWrite(work.lease, rows=called.result.rows, output=called.output_json)
+            return StepWrite(
+                work.lease,
+                failure=called.failure,
+                attempts=called.attempts,
+                call_seconds=called.call_seconds,
+                retry_reasons=called.retry_reasons,
+            )
+        return StepWrite(
+            work.lease,
+            rows=called.result.rows,
+            output=called.output_json,
+            attempts=called.attempts,
+            call_seconds=called.call_seconds,
+            retry_reasons=called.retry_reasons,
+        )
 
     async def _commit(self, writes: Sequence[StepWrite]) -> tuple[Committed, list[StepWrite]]:
         """Commit the batch; a batch the database refuses is committed run by run.

@@ -186,10 +186,19 @@ def history_lines(events: list[HistoryEvent]) -> str:
             parts.append(event.step)
         if event.worker:
             parts.append(f"by {event.worker}" if event.event == "cancel requested" else f"on {event.worker}")
-        if event.token is not None and event.event in ("claimed", "committed"):
+        if event.token is not None and event.event == "claimed":
             parts.append(f"(lease {event.token}, attempt {event.attempt})")
+        elif event.token is not None and event.event in ("committed", "call failed"):
+            parts.append(f"(lease {event.token})")
         line = "  " + " ".join(parts)
         if event.detail:
             line += ": " + " ".join(event.detail.split())[:200]
+        if event.call_ms is not None:
+            attempts = "" if event.attempt is None else f", {event.attempt} attempt{'s' * (event.attempt != 1)}"
+            line += f": {event.call_ms:.1f} ms{attempts}"
+        if event.retry_reasons:
+            line += "; retried: " + " ".join(event.retry_reasons.split())[:300]
+        if event.rows is not None:
+            line += ": " + (", ".join(f"{table} {n}" for table, n in sorted(event.rows.items())) or "no rows")
         lines.append(line)
     return "\n".join(lines)

@@ -141,16 +141,26 @@ class IntakeState:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEvent:
-    """One thing that happened to a run: claimed, committed (a step), failed, undo held up, cancel
-    requested, completed, compensated, or retry (this run retries ``detail``)."""
+    """One thing that happened to a run: claimed, committed (a step), call failed, failed, undo held up,
+    undo, deleted, cancel requested, completed, compensated, or retry (this run retries ``detail``)."""
 
     at: datetime
     event: str
     step: str | None
     worker: str | None
+    """The daemon: of a claim or a step's commit (its claim's), of a failure, of a cancel (who asked)."""
     token: int | None
+    """The lease token it happened under (a claim's, a step's commit)."""
     attempt: int | None
+    """A claim's number; for a step's commit, a failed call or an undo, how many attempts its call took."""
     detail: str | None
+    """Why (a failure, a cancel, an undo held up); an undo's outcome (undone, no undo); a retried run's id."""
+    call_ms: float | None = None
+    """A step's call or an undo: its attempts' time summed, in milliseconds."""
+    retry_reasons: str | None = None
+    """Why the call's attempts before the last were tried again, in order ("; " between them)."""
+    rows: dict[str, int] | None = None
+    """A 'deleted' event: the rows the compensation deleted per table of the run (tables with none left out)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -161,4 +171,7 @@ class HistoryEvent:
             "token": self.token,
             "attempt": self.attempt,
             "detail": self.detail,
+            "call_ms": self.call_ms,
+            "retry_reasons": self.retry_reasons,
+            "rows": self.rows,
         }

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from sagad.domain.runs import Lease, RunId
+from sagad.domain.steps import Step
 
 Row = dict[str, Any]
 """One business row, keyed by column name (server defaults left out)."""
@@ -50,6 +51,10 @@ class StepWrite:
     output: str = "null"
     """The step's output for later steps, as JSON text, kept with the run so that a resumed run gets it back."""
     failure: str | None = None
+    attempts: int = 1
+    """The call's attempts, its time (summed) and why it was retried: kept with the output, for the run's history."""
+    call_seconds: float = 0.0
+    retry_reasons: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +69,23 @@ class Committed:
 
     skipped: frozenset[RunId] = frozenset()
     """Runs still ours whose row another transaction held: nothing was written for them; try again."""
+
+    cancel_waits: dict[RunId, float] = field(default_factory=dict)
+    """For a compensation, each cancelled run it finished, with seconds from its cancel request (database time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Undone:
+    """What one step's undo came to for a run being compensated, kept in the run's history by the compensation."""
+
+    step: Step
+    ran: bool
+    """False: the step has no undo (nothing outside the database to take back)."""
+    attempts: int = 0
+    seconds: float = 0.0
+    """The attempts' time summed."""
+    retry_reasons: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        return "undone" if self.ran else "no undo"

@@ -84,6 +84,13 @@ class ClaimedRun:
     attempts: int
     outputs: Mapping[Step, Any]
     """The outputs of the steps it has committed (JSON values), for the steps after them."""
+    retry_of: RunId | None = None
+    """The compensated run this one retries (``sagad runs retry``)."""
+
+    @property
+    def starts_a_retry(self) -> bool:
+        """A retry of a compensated run, claimed for the first time."""
+        return self.retry_of is not None and self.attempts == 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,19 +98,28 @@ _RESUME = """
 _EXISTING = "SELECT id FROM workflow_runs WHERE id = ANY($1::uuid[])"
 
 # What the trigger of migration 0004 recorded, with what the run already says: a step's commit is its
-# output's creation (kept until a compensation deletes the outputs), a completion the run's end.
+# output's creation, with its call's measure and lease token (kept until a compensation moves them here),
+# a completion the run's end. A commit's daemon is the one whose claim has its token.
 _HISTORY = """
-    SELECT at, event, step, worker, token, attempt, detail FROM (
-        SELECT at, event, step, worker, token, attempt, detail FROM run_history WHERE run_id = $1
+    SELECT h.at, h.event, h.step, h.token, h.attempt, h.detail, h.call_ms, h.retry_reasons, h.rows,
+           coalesce(h.worker, CASE WHEN h.event IN ('committed', 'call failed') THEN (
+               SELECT c.worker FROM run_history c
+               WHERE c.run_id = $1 AND c.event = 'claimed' AND c.token = h.token LIMIT 1
+           ) END) AS worker
+    FROM (
+        SELECT at, event, step, worker, token, attempt, detail, call_ms, retry_reasons, rows
+        FROM run_history WHERE run_id = $1
         UNION ALL
-        SELECT o.created_at, 'committed', ($3::text[])[o.step + 1], NULL, NULL, NULL, NULL
+        SELECT o.created_at, 'committed', ($3::text[])[o.step + 1], NULL, o.token, o.attempts, NULL, o.call_ms,
+               o.retry_reasons, NULL
         FROM step_outputs o WHERE o.run_id = $1
         UNION ALL
-        SELECT r.finished_at, 'completed', NULL, NULL, r.lease_token, r.attempts, NULL
+        SELECT r.finished_at, 'completed', NULL, NULL, r.lease_token, r.attempts, NULL, NULL, NULL, NULL
         FROM workflow_runs r WHERE r.id = $1 AND r.status = 'completed'
     ) h
-    ORDER BY at, CASE event WHEN 'retry' THEN 0 WHEN 'cancel requested' THEN 1 WHEN 'claimed' THEN 2
-                            WHEN 'committed' THEN 3 WHEN 'failed' THEN 4 WHEN 'undo held up' THEN 5 ELSE 6 END
+    ORDER BY h.at, CASE h.event WHEN 'retry' THEN 0 WHEN 'cancel requested' THEN 1 WHEN 'claimed' THEN 2
+                                WHEN 'committed' THEN 3 WHEN 'call failed' THEN 4 WHEN 'failed' THEN 5
+                                WHEN 'undo held up' THEN 6 WHEN 'undo' THEN 7 WHEN 'deleted' THEN 8 ELSE 9 END
     LIMIT $2
 """
 
@@ -291,7 +300,16 @@ class OperationsStore:
         rows = await self._db.fetch(_HISTORY, run_id, limit, STEP_NAMES_BOUND)
         return [
             HistoryEvent(
-                row["at"], row["event"], row["step"], row["worker"], row["token"], row["attempt"], row["detail"]
+                at=row["at"],
+                event=row["event"],
+                step=row["step"],
+                worker=row["worker"],
+                token=row["token"],
+                attempt=row["attempt"],
+                detail=row["detail"],
+                call_ms=row["call_ms"],
+                retry_reasons=row["retry_reasons"],
+                rows=row["rows"],
             )
             for row in rows
         ]

@@ -78,7 +78,7 @@ _CLAIM = f"""
     FROM candidates c
     WHERE r.id = c.id
     RETURNING r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
-              r.attempts,
+              r.attempts, r.retry_of,
               (SELECT json_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
 """
 
@@ -93,7 +93,8 @@ _OUTPUTS = """
 # Only unexpired leases: an expired one may be taken by any daemon, this one included, by a claim.
 _UNANSWERED = """
     SELECT r.id, r.lease_token, r.status, r.next_step, r.failed_step, r.last_error, r.brief::text AS brief,
-           r.attempts, (SELECT json_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
+           r.attempts, r.retry_of,
+           (SELECT json_object_agg(o.step, o.output) FROM step_outputs o WHERE o.run_id = r.id) AS outputs
     FROM workflow_runs r
     WHERE r.available_at > now() AND r.claimed_by = $1 AND NOT (r.id = ANY($2::uuid[]))
 """
@@ -209,6 +210,7 @@ def _claimed_runs(rows: Sequence[asyncpg.Record]) -> list[ClaimedRun]:
             last_error=row["last_error"],
             brief=row["brief"],
             attempts=row["attempts"],
+            retry_of=None if row["retry_of"] is None else RunId(row["retry_of"]),
             outputs={Step.at(int(index)): output for index, output in (row["outputs"] or {}).items()},
         )
         for row in rows

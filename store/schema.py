@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    REAL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -131,6 +132,9 @@ run_history = Table(
     Column("token", BigInteger, nullable=True),
     Column("attempt", Integer, nullable=True),
     Column("detail", Text, nullable=True),
+    Column("call_ms", REAL, nullable=True),
+    Column("retry_reasons", Text, nullable=True),
+    Column("rows", JSONB, nullable=True),  # a 'deleted' event's rows per table of the run
     Index("ix_run_history_run_id_at", "run_id", "at"),
 )
 
@@ -147,6 +151,12 @@ step_outputs = Table(
     Column("step", SmallInteger, primary_key=True),
     Column("output", JSON, nullable=False),
     Column("created_at", TIMESTAMP(timezone=True), nullable=False, server_default=func.now()),
+    # The step's call, for the run's history: its attempts' time summed, how many, why they were
+    # retried, and the lease token the commit ran under (whose claim names the daemon).
+    Column("call_ms", REAL, nullable=True),
+    Column("attempts", SmallInteger, nullable=True),
+    Column("retry_reasons", Text, nullable=True),
+    Column("token", BigInteger, nullable=True),
 )
 
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import cache
 
-from sagad.domain.rows import Committed, Row, StepWrite
+from sagad.domain.rows import Committed, Row, StepWrite, Undone
 from sagad.domain.runs import Lease, RunId, WorkerId
 from sagad.domain.steps import STEP_NAMES, Step
 from sagad.errors import PermanentDatabaseError
@@ -33,13 +33,35 @@ _ADVANCE = """
     RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, h.failure IS NULL AS ok
 """
 
+# The output's row carries the call's measure and the lease token, for the run's history: no row of
+# its own, and no trigger, on the path every run takes five times.
 _KEEP_OUTPUTS = """
-    INSERT INTO step_outputs (run_id, step, output)
-    SELECT h.id, $5, h.output::json FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    INSERT INTO step_outputs (run_id, step, output, call_ms, attempts, retry_reasons, token)
+    SELECT h.id, $5, h.output::json, h.call_ms, h.attempts, h.retry_reasons, h.token
+    FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
     ON CONFLICT DO NOTHING
 """
-# What a step's commit binds, after the fence's: $4 failures ... $8 outputs, then the row arrays.
-_STEP_PARAMS = (*FENCE_PARAMS, "failures", "step_index", "is_last", "step_name", "outputs")
+# A failed call has no output row: its measure goes to the history, in the statement of a batch
+# that has failures only (the trigger of migration 0004 records where and why it failed).
+_KEEP_FAILED_CALLS = """
+    INSERT INTO run_history (run_id, at, event, step, token, attempt, call_ms, retry_reasons)
+    SELECT h.id, now(), 'call failed', $7, h.token, h.attempts, h.call_ms, h.retry_reasons
+    FROM held h JOIN advanced a ON a.id = h.id WHERE NOT a.ok
+"""
+# What a step's commit binds, after the fence's: $4 failures ... $11 retry reasons, then the row arrays.
+_STEP_PARAMS = (
+    *FENCE_PARAMS,
+    "failures",
+    "step_index",
+    "is_last",
+    "step_name",
+    "outputs",
+    "call_ms",
+    "attempts",
+    "retry_reasons",
+)
+_HELD_COLUMNS = ", $4::text[], $8::text[], $9::real[], $10::smallint[], $11::text[]"
+_HELD_ALIASES = ", failure, output, call_ms, attempts, retry_reasons"
 _STEP_FENCE = "r.status = 'running' AND r.next_step = $5"
 
 # A retry after a connection was lost may find its first attempt committed: the run is already
@@ -52,22 +74,40 @@ _ALREADY_PAST_STEP = """
 """
 
 
+_KEEP_OUTPUTS_ONLY = """
+    INSERT INTO step_outputs (run_id, step, output)
+    SELECT h.id, $5, h.output::json FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    ON CONFLICT DO NOTHING
+"""
+
+
 @cache
-def step_statement(step: Step) -> Statement:
+def step_statement(step: Step, *, with_failures: bool = False, history: bool = True) -> Statement:
     """A step's whole commit as ONE statement (one round trip, atomic without BEGIN/COMMIT).
 
-    The fence and ``_STEP_PARAMS`` advance the runs and keep their outputs; then one array per
-    column of each table the step writes (named ``table.column``), inserted only for the runs the
-    fence let through and that did not fail. Each run comes back ``owned`` (written, or found
-    written by an earlier attempt) or ``skipped`` (another transaction holds its row); a run not
-    returned lost its lease.
+    The fence and ``_STEP_PARAMS`` advance the runs and keep their outputs (``with_failures``: and
+    the failed calls' measures); then one array per column of each table the step writes (named
+    ``table.column``), inserted only for the runs the fence let through and that did not fail.
+    Each run comes back ``owned`` (written, or found written by an earlier attempt) or ``skipped``
+    (another transaction holds its row); a run not returned lost its lease. ``history=False``
+    leaves the history out, calls' measures and all: what bench.history_cost compares with.
     """
-    parts = [
-        locked_leases(_STEP_FENCE, ", $4::text[], $8::text[]", ", failure, output", skip_locked=True),
-        f"advanced AS ({_ADVANCE})",
-        f"outputs AS ({_KEEP_OUTPUTS})",
-    ]
-    params = list(_STEP_PARAMS)
+    if not history:
+        parts = [
+            locked_leases(_STEP_FENCE, ", $4::text[], $8::text[]", ", failure, output", skip_locked=True),
+            f"advanced AS ({_ADVANCE})",
+            f"outputs AS ({_KEEP_OUTPUTS_ONLY})",
+        ]
+        params = list(_STEP_PARAMS[:8])
+    else:
+        parts = [
+            locked_leases(_STEP_FENCE, _HELD_COLUMNS, _HELD_ALIASES, skip_locked=True),
+            f"advanced AS ({_ADVANCE})",
+            f"outputs AS ({_KEEP_OUTPUTS})",
+        ]
+        if with_failures:
+            parts.append(f"failed_calls AS ({_KEEP_FAILED_CALLS})")
+        params = list(_STEP_PARAMS)
     for table in tables_of_step(step):
         insert = insert_statement(table.name, len(params) + 1, "SELECT id FROM advanced WHERE ok")
         parts.append(f"insert_{table.name} AS ({insert})")
@@ -80,61 +120,125 @@ def step_statement(step: Step) -> Statement:
     return Statement(sql, tuple(params))
 
 
+# A cancelled run also says how long it waited, from the cancel request to this commit (database time).
 _FINISH_COMPENSATION = """
     UPDATE workflow_runs r SET
         status = 'compensated', finished_at = now(), claimed_by = NULL, available_at = NULL,
         compensation_error = NULL, updated_at = now()
     FROM locked l
     WHERE r.id = l.id
-    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age
+    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age,
+              extract(epoch FROM now() - r.cancel_requested_at)::float8 AS cancel_wait, r.lease_token AS token
 """
 
 # As for steps: a retry may find the first attempt's commit done, under this very lease.
 _ALREADY_COMPENSATED = """
-    SELECT 'run', r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8
+    SELECT 'run', r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8, NULL::float8
     FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
     WHERE r.status = 'compensated'
 """
 _COMPENSATION_FENCE = "r.status = 'compensating'"
 _DELETE_OUTPUTS = """
-    DELETE FROM step_outputs WHERE run_id = ANY(ARRAY(SELECT id FROM finished)) RETURNING run_id, step, created_at
+    DELETE FROM step_outputs WHERE run_id = ANY(ARRAY(SELECT id FROM finished))
+    RETURNING run_id, step, created_at, call_ms, attempts, retry_reasons, token
 """
-# A compensated run's history keeps when each of its steps committed, which its outputs said until now.
+# A compensated run's history keeps when each of its steps committed, and its call, which its outputs
+# said until now.
 _KEEP_COMMITS = """
-    INSERT INTO run_history (run_id, at, event, step)
-    SELECT run_id, created_at, 'committed', ($4::text[])[step + 1] FROM delete_step_outputs
+    INSERT INTO run_history (run_id, at, event, step, token, attempt, call_ms, retry_reasons)
+    SELECT run_id, created_at, 'committed', ($4::text[])[step + 1], token, attempts, call_ms, retry_reasons
+    FROM delete_step_outputs
+"""
+# What each step's undo came to (passed by the relays through the compensator), for the runs finished.
+_KEEP_UNDOS = """
+    INSERT INTO run_history (run_id, at, event, step, worker, token, attempt, call_ms, retry_reasons, detail)
+    SELECT u.run_id, now(), 'undo', u.step, $3, f.token, u.attempts, u.call_ms, u.retry_reasons, u.outcome
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::int[], $9::real[], $10::text[])
+         AS u(run_id, step, outcome, attempts, call_ms, retry_reasons)
+    JOIN finished f ON f.id = u.run_id
+"""
+# The rows deleted per table of each run (zeros left out), one 'deleted' event per run finished.
+_KEEP_DELETIONS = """
+    INSERT INTO run_history (run_id, at, event, worker, token, rows)
+    SELECT f.id, now(), 'deleted', $3, f.token,
+           coalesce(jsonb_object_agg(d.name, d.n) FILTER (WHERE d.name IS NOT NULL), '{}')
+    FROM finished f LEFT JOIN deleted_per_run d ON d.run_id = f.id
+    GROUP BY f.id, f.token
 """
 _DOOMED = "ARRAY(SELECT id FROM finished)"
 _STEP_NAMES = list(STEP_NAMES)
+_COMPENSATION_PARAMS = (
+    *FENCE_PARAMS,
+    "step_names",
+    "undo_run_ids",
+    "undo_steps",
+    "undo_outcomes",
+    "undo_attempts",
+    "undo_call_ms",
+    "undo_retry_reasons",
+)
 
 
 @cache
-def compensation_statement(tables: frozenset[str]) -> Statement:
+def compensation_statement(tables: frozenset[str], *, history: bool = True) -> Statement:
     """A compensation of many runs as ONE statement: mark them compensated and delete all their rows.
 
     The deletes come children first; PostgreSQL checks the foreign keys at the end of the
-    statement, when every row of the runs is gone. Rows come back as (kind, run id, value):
-    ``run`` with the run's age for each run finished (or found finished by an earlier attempt),
-    ``skipped`` for a run whose row another transaction holds, and one row per table with the
-    number of rows deleted from it.
+    statement, when every row of the runs is gone. The run's history keeps its steps' commits, its
+    undos and the rows deleted per table. Rows come back as (kind, run id, value, cancel wait):
+    ``run`` with the run's age (and, for a cancelled run, the seconds since its cancel request) for
+    each run finished (or found finished by an earlier attempt), ``skipped`` for a run whose row
+    another transaction holds, and one row per table with the number of rows deleted from it.
+    ``history=False`` leaves the history out (and counts the rows per table only): what
+    bench.history_cost compares with.
     """
+    if not history:
+        return _compensation_without_history(tables)
     parts = [
         locked_leases(_COMPENSATION_FENCE, skip_locked=True),
         f"finished AS ({_FINISH_COMPENSATION})",
     ]
+    deleted = []
+    for table in children_first(tables):
+        parts.append(f"delete_{table} AS ({delete_statement(table, _DOOMED)})")
+        deleted.append(f"SELECT '{table}' AS name, run_id FROM delete_{table}")
+    per_run = (
+        f"SELECT name, run_id, count(*) AS n FROM ({' UNION ALL '.join(deleted)}) AS d GROUP BY name, run_id"
+        if deleted
+        else "SELECT NULL::text AS name, NULL::uuid AS run_id, 0::bigint AS n WHERE false"
+    )
+    parts += [
+        f"deleted_per_run AS ({per_run})",
+        f"delete_step_outputs AS ({_DELETE_OUTPUTS})",
+        f"kept_commits AS ({_KEEP_COMMITS})",
+        f"kept_undos AS ({_KEEP_UNDOS})",
+        f"kept_deletions AS ({_KEEP_DELETIONS})",
+    ]
+    sql = (
+        f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value, cancel_wait FROM finished "
+        f"UNION ALL {_ALREADY_COMPENSATED} "
+        f"UNION ALL SELECT 'skipped', id, 0::float8, NULL FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
+        "UNION ALL SELECT name, NULL::uuid, sum(n)::float8, NULL FROM deleted_per_run GROUP BY name "
+        "UNION ALL SELECT 'step_outputs', NULL::uuid, count(*)::float8, NULL FROM delete_step_outputs"
+    )
+    return Statement(sql, _COMPENSATION_PARAMS)
+
+
+def _compensation_without_history(tables: frozenset[str]) -> Statement:
+    parts = [locked_leases(_COMPENSATION_FENCE, skip_locked=True), f"finished AS ({_FINISH_COMPENSATION})"]
     counts = []
     for table in children_first(tables):
         parts.append(f"delete_{table} AS ({delete_statement(table, _DOOMED)})")
-        counts.append(f"SELECT '{table}', NULL::uuid, count(*)::float8 FROM delete_{table}")
-    parts += [f"delete_step_outputs AS ({_DELETE_OUTPUTS})", f"kept_commits AS ({_KEEP_COMMITS})"]
-    counts.append("SELECT 'step_outputs', NULL::uuid, count(*)::float8 FROM delete_step_outputs")
+        counts.append(f"SELECT '{table}', NULL::uuid, count(*)::float8, NULL FROM delete_{table}")
+    parts.append(f"delete_step_outputs AS ({_DELETE_OUTPUTS})")
+    counts.append("SELECT 'step_outputs', NULL::uuid, count(*)::float8, NULL FROM delete_step_outputs")
     sql = (
-        f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value FROM finished "
+        f"WITH {', '.join(parts)} SELECT 'run' AS kind, id, age AS value, cancel_wait FROM finished "
         f"UNION ALL {_ALREADY_COMPENSATED} "
-        f"UNION ALL SELECT 'skipped', id, 0::float8 FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
+        f"UNION ALL SELECT 'skipped', id, 0::float8, NULL FROM ({skipped_leases(_COMPENSATION_FENCE)}) AS s "
         f"UNION ALL {' UNION ALL '.join(counts)}"
     )
-    return Statement(sql, (*FENCE_PARAMS, "step_names"))
+    return Statement(sql, FENCE_PARAMS)
 
 
 # An undo that keeps failing: the run stays compensating, given back with the reason, to be
@@ -156,9 +260,11 @@ _DEFER_COMPENSATION = Statement(
 class StepStore:
     """Writes a step's rows, or deletes a failed run's rows, for a batch of runs at once."""
 
-    def __init__(self, db: Database, worker: WorkerId) -> None:
+    def __init__(self, db: Database, worker: WorkerId, *, keeps_history: bool = True) -> None:
         self._db = db
         self._worker = worker
+        self._history = keeps_history
+        """False only to measure what the history costs (bench.history_cost)."""
 
     async def commit_step(self, step: Step, writes: Sequence[StepWrite]) -> Committed:
         """One statement: advance (or mark failed) every run still ours, insert the rows and outputs of those.
@@ -183,6 +289,10 @@ class StepStore:
             "step_name": step.value,
             "outputs": outputs,
         }
+        if self._history:
+            values["call_ms"] = [w.call_seconds * 1000 for w in writes]
+            values["attempts"] = [w.attempts for w in writes]
+            values["retry_reasons"] = [w.retry_reasons for w in writes]
         try:
             for written in tables_of_step(step):
                 name = written.name
@@ -190,7 +300,8 @@ class StepStore:
                 values.update(zip((f"{name}.{column}" for column in written_columns(name)), arrays, strict=True))
         except (KeyError, TypeError, ValueError) as error:  # a row missing a column, or a value JSON cannot hold
             raise PermanentDatabaseError(f"rows the database cannot take: {type(error).__name__}: {error}") from None
-        statement = step_statement(step)
+        with_failures = any(failure is not None for failure in failures)
+        statement = step_statement(step, with_failures=with_failures, history=self._history)
         async with self._db.connection() as conn:
             rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(
@@ -198,17 +309,36 @@ class StepStore:
             skipped=frozenset(RunId(row["id"]) for row in rows if row["state"] == "skipped"),
         )
 
-    async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed:
-        """One statement: mark the runs compensated and delete their rows and outputs, children first."""
+    async def compensate(
+        self, leases: Sequence[Lease], tables: frozenset[str], undone: Sequence[tuple[RunId, Undone]] = ()
+    ) -> Committed:
+        """One statement: mark the runs compensated and delete their rows and outputs, children first.
+
+        ``undone`` (what the undos of each run came to) goes to the history of the runs finished.
+        """
         ids, tokens = lease_arrays(leases)
-        statement = compensation_statement(tables)
-        values = {"run_ids": ids, "tokens": tokens, "worker": self._worker, "step_names": _STEP_NAMES}
+        statement = compensation_statement(tables, history=self._history)
+        values: dict[str, object] = {"run_ids": ids, "tokens": tokens, "worker": self._worker}
+        if self._history:
+            values |= {
+                "step_names": _STEP_NAMES,
+                "undo_run_ids": [run_id for run_id, _ in undone],
+                "undo_steps": [undo.step.value for _, undo in undone],
+                "undo_outcomes": [undo.outcome for _, undo in undone],
+                "undo_attempts": [undo.attempts if undo.ran else None for _, undo in undone],
+                "undo_call_ms": [undo.seconds * 1000 if undo.ran else None for _, undo in undone],
+                "undo_retry_reasons": [undo.retry_reasons for _, undo in undone],
+            }
         async with self._db.connection() as conn:
             rows = await conn.fetch(statement.sql, *statement.args(values))
         return Committed(
             owned={RunId(row["id"]): row["value"] for row in rows if row["kind"] == "run"},
-            rows={row["kind"]: int(row["value"]) for row in rows if row["id"] is None},
+            rows={
+                **dict.fromkeys((*tables, "step_outputs"), 0),
+                **{row["kind"]: int(row["value"]) for row in rows if row["id"] is None},
+            },
             skipped=frozenset(RunId(row["id"]) for row in rows if row["kind"] == "skipped"),
+            cancel_waits={RunId(row["id"]): row["cancel_wait"] for row in rows if row["cancel_wait"] is not None},
         )
 
     async def defer_compensations(self, errors: Sequence[tuple[Lease, str]], retry_seconds: float) -> set[RunId]:

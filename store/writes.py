@@ -65,9 +65,9 @@ def column_arrays(table_name: str, rows: Sequence[Row]) -> list[list[object]]:
 
 @cache
 def delete_statement(table_name: str, run_ids: str) -> str:
-    """``DELETE ... WHERE run_id = ANY(<run_ids>) RETURNING 1``: every row of those runs in one table.
+    """``DELETE ... WHERE run_id = ANY(<run_ids>) RETURNING run_id``: every row of those runs in one table.
 
     ``run_ids`` is an expression giving a uuid[] (a parameter, or a subquery of the statement).
     """
     table = metadata.tables[table_name]
-    return f"DELETE FROM {table.name} WHERE run_id = ANY({run_ids}) RETURNING 1"
+    return f"DELETE FROM {table.name} WHERE run_id = ANY({run_ids}) RETURNING run_id"

@@ -17,7 +17,7 @@ import asyncpg
 
 from sagad.actors.ports import CompensationDeferrals, Compensations, RunLeases, StepWriter
 from sagad.domain.runs import RunId, RunStatus, WorkerId
-from sagad.domain.steps import BUSINESS_TABLES, Step
+from sagad.domain.steps import BUSINESS_TABLES, STEP_NAMES, Step
 from sagad.store.db import Database, asyncpg_dsn
 from sagad.store.runs import RunStore
 from sagad.store.steps import StepStore
@@ -44,6 +44,11 @@ class RunView:
     rows: dict[str, int]
     """Business rows per table (tables without rows left out)."""
     outputs: dict[Step, Any]
+    calls: dict[Step, tuple[int, str | None, int]]
+    """What the run's history keeps of each committed step's call (attempts, retry reasons, lease token),
+    before a compensation (with the output) and after it alike."""
+    undone: list[tuple[Step, str]]
+    """What its history keeps of its compensation's undos: each step and its outcome."""
 
 
 class Harness(Protocol):
@@ -105,6 +110,8 @@ class FakeHarness:
             attempts=run.attempts,
             rows={table: len(rows) for table, rows in run.rows.items() if rows},
             outputs=dict(run.outputs),
+            calls=dict(run.calls),
+            undone=list(run.undone),
         )
 
 
@@ -120,6 +127,16 @@ _RUN = """
 _ROWS = " UNION ALL ".join(
     f"SELECT '{table}' AS name, count(*) AS n FROM {table} WHERE run_id = $1" for table in BUSINESS_TABLES
 )
+
+
+# A live run's calls are kept with its outputs; a compensation moves them to its history.
+_CALLS = """
+    SELECT step, attempts, retry_reasons, token FROM step_outputs WHERE run_id = $1
+    UNION ALL
+    SELECT array_position($2::text[], step) - 1, attempt, retry_reasons, token
+    FROM run_history WHERE run_id = $1 AND event = 'committed'
+"""
+_UNDONE = "SELECT step, detail FROM run_history WHERE run_id = $1 AND event = 'undo' ORDER BY at"
 
 
 class SqlHarness:
@@ -155,6 +172,8 @@ class SqlHarness:
         [run] = await self.db.fetch(_RUN, run_id)
         rows = await self.db.fetch(_ROWS, run_id)
         outputs = await self.db.fetch("SELECT step, output FROM step_outputs WHERE run_id = $1", run_id)
+        calls = await self.db.fetch(_CALLS, run_id, list(STEP_NAMES))
+        undone = await self.db.fetch(_UNDONE, run_id)
         return RunView(
             status=RunStatus(run["status"]),
             next_step=run["next_step"],
@@ -166,6 +185,8 @@ class SqlHarness:
             attempts=run["attempts"],
             rows={row["name"]: int(row["n"]) for row in rows if row["n"]},
             outputs={Step.at(row["step"]): row["output"] for row in outputs},
+            calls={Step.at(row["step"]): (row["attempts"], row["retry_reasons"], row["token"]) for row in calls},
+            undone=[(Step(row["step"]), row["detail"]) for row in undone],
         )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from sagad.domain.runs import RunStatus
+from sagad.domain.rows import StepWrite, Undone
+from sagad.domain.runs import LeaseToken, RunStatus
 from sagad.domain.steps import Step
 from tests.conformance.harness import Harness
 from tests.conformance.scenes import LEASE_SECONDS, advance, claimed, fail_at, tables_through
@@ -135,3 +138,42 @@ async def test_a_deferral_is_fenced_and_gives_the_run_up_with_its_rows(h: Harnes
     assert (await h.writer.compensate([deferred.lease], tables)).owned == {}
     assert (await h.leases.renew(ME, [deferred.lease], LEASE_SECONDS)).renewed == set()
     assert await h.leases.taken_over(ME, [deferred.lease]) == {deferred.run_id}
+
+
+async def test_a_runs_history_keeps_each_steps_call_before_and_after_its_compensation_and_its_undos(
+    h: Harness,
+) -> None:
+    [held] = await claimed(h, 1)
+    await advance(h, held, Step.GENERATE_STRATEGY)
+    retried = replace(await held.write(Step.GENERATE_STRATEGY), attempts=3, call_seconds=0.25, retry_reasons="a; b")
+    await h.writer.commit_step(Step.GENERATE_STRATEGY, [retried])
+    await h.writer.commit_step(Step.GENERATE_DRAFT, [StepWrite(held.lease, failure="refused", attempts=2)])
+    token = held.lease.token
+    calls = {Step.NORMALIZE_BRIEF: (1, None, token), Step.GENERATE_STRATEGY: (3, "a; b", token)}
+    assert (await h.view(held.run_id)).calls == calls
+    undone = [
+        (held.run_id, Undone(Step.GENERATE_STRATEGY, ran=True, attempts=2, seconds=0.1, retry_reasons="busy")),
+        (held.run_id, Undone(Step.NORMALIZE_BRIEF, ran=False)),
+    ]
+
+    await h.writer.compensate([held.lease], tables_through(Step.GENERATE_DRAFT), undone)
+
+    view = await h.view(held.run_id)
+    assert (view.status, view.outputs, view.calls) == (RunStatus.COMPENSATED, {}, calls)
+    assert view.undone == [(Step.GENERATE_STRATEGY, "undone"), (Step.NORMALIZE_BRIEF, "no undo")]
+
+
+async def test_the_undos_of_a_run_not_compensated_are_not_kept(h: Harness) -> None:
+    [held, other] = await claimed(h, 2)
+    await fail_at(h, held, Step.GENERATE_STRATEGY)
+    await fail_at(h, other, Step.GENERATE_STRATEGY)
+    tables = tables_through(Step.GENERATE_STRATEGY)
+    # The first is compensated: its undos are kept; the second's lease is stale, and nothing of it is.
+    stale = replace(other.lease, token=LeaseToken(other.lease.token + 7))
+    undone = [(run_id, Undone(Step.NORMALIZE_BRIEF, ran=False)) for run_id in (held.run_id, other.run_id)]
+
+    committed = await h.writer.compensate([held.lease, stale], tables, undone)
+
+    assert set(committed.owned) == {held.run_id}
+    assert (await h.view(held.run_id)).undone == [(Step.NORMALIZE_BRIEF, "no undo")]
+    assert (await h.view(other.run_id)).undone == []

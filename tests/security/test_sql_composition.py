@@ -38,7 +38,16 @@ from tests.security.cli import REPO, sagad
 
 STORE = REPO / "store"
 SENDS_SQL = frozenset({"execute", "executemany", "fetch", "fetchrow", "fetchval"})
-BUILDERS = frozenset({"insert_statement", "step_statement", "compensation_statement", "delete_statement", "list_query"})
+BUILDERS = frozenset(
+    {
+        "insert_statement",
+        "step_statement",
+        "compensation_statement",
+        "_compensation_without_history",
+        "delete_statement",
+        "list_query",
+    }
+)
 """Functions in store/ that return a whole statement: their f-strings are checked below."""
 FRAGMENTS = frozenset({"locked_leases", "skipped_leases", "_checks"})
 """Functions in store/ that return pieces of statements: their f-strings are checked below too."""
@@ -82,9 +91,25 @@ SAFE_INTERPOLATIONS = {
     ("compensation_statement", "_ALREADY_COMPENSATED"): "a module constant without interpolation",
     ("compensation_statement", "_DELETE_OUTPUTS"): "a module constant without interpolation",
     ("compensation_statement", "_KEEP_COMMITS"): "a module constant without interpolation",
+    ("compensation_statement", "_KEEP_UNDOS"): "a module constant without interpolation",
+    ("compensation_statement", "_KEEP_DELETIONS"): "a module constant without interpolation",
+    ("compensation_statement", "' UNION ALL '.join(deleted)"): "selects of the delete CTEs, named from the schema",
+    ("compensation_statement", "per_run"): "the union of the delete CTEs above, or a constant",
+    ("step_statement", "_KEEP_FAILED_CALLS"): "a module constant without interpolation",
+    ("step_statement", "_KEEP_OUTPUTS_ONLY"): "a module constant without interpolation",
+    ("_compensation_without_history", "_FINISH_COMPENSATION"): "a module constant without interpolation",
+    ("_compensation_without_history", "_ALREADY_COMPENSATED"): "a module constant without interpolation",
+    ("_compensation_without_history", "_DELETE_OUTPUTS"): "a module constant without interpolation",
+    ("_compensation_without_history", "skipped_leases(_COMPENSATION_FENCE)"): "skipped_leases(a literal constant)",
+    ("_compensation_without_history", "', '.join(parts)"): "locked_leases(literals), constants, delete_statement()",
+    ("_compensation_without_history", "' UNION ALL '.join(counts)"): "counts of the delete CTEs, named from the schema",
+    ("_compensation_without_history", "table"): "a table of the schema (children_first)",
+    (
+        "_compensation_without_history",
+        "delete_statement(table, _DOOMED)",
+    ): "delete_statement(a schema table, a constant)",
     ("compensation_statement", "skipped_leases(_COMPENSATION_FENCE)"): "skipped_leases(a literal constant)",
     ("compensation_statement", "', '.join(parts)"): "locked_leases(literals), constants and delete_statement() outputs",
-    ("compensation_statement", "' UNION ALL '.join(counts)"): "counts of the delete CTEs, named from the schema",
     ("compensation_statement", "table"): "a table of the schema (children_first and step_outputs)",
     ("compensation_statement", "delete_statement(table, _DOOMED)"): "delete_statement(a schema table, a constant)",
     ("delete_statement", "table.name"): "metadata.tables[table_name]: KeyError for any name not in the schema",
@@ -120,6 +145,9 @@ ALLOWED_SQL_LITERALS = {
     *metadata.tables,
     *("owned", "skipped", "run"),
     "committed",  # the history event a compensation keeps for each step its run committed
+    "call failed",  # the history event of a failed call's measure (attempts, time, retry reasons)
+    "undo",  # the history event of what a step's undo came to, kept by the compensation
+    "deleted",  # the history event of the rows a compensation deleted per table of a run
     *("", " (", ")", " held by ", " since ", " step ", "alembic_version"),
     *("status", "{}"),  # the column whose statistics estimate finished runs, and an empty JSON object
     # store/liveness.py and store/db.py: session states, wait events, lock modes and a setting

@@ -32,7 +32,7 @@ from sagad.actors.ports import FaultPoints, NoFaults
 from sagad.actors.relay import FailureRelay
 from sagad.actors.step import StepActor
 from sagad.domain.pipeline import RetryPolicy, StepCall, StepContext, StepResult, StepSpec
-from sagad.domain.rows import Committed, Row, StepWrite
+from sagad.domain.rows import Committed, Row, StepWrite, Undone
 from sagad.domain.runs import ClaimedRun, Lease, LeaseToken, Renewal, RunId, RunStatus, StatusSample, WorkerId
 from sagad.domain.steps import Step
 from sagad.errors import DatabaseError
@@ -68,6 +68,10 @@ class FakeRun:
     outputs: dict[Step, Any] = field(default_factory=dict)
     rows: dict[str, list[Row]] = field(default_factory=dict)
     submitted: float = field(default_factory=time.monotonic)
+    calls: dict[Step, tuple[int, str | None, int]] = field(default_factory=dict)
+    """What its history keeps of each committed step's call: attempts, retry reasons, lease token."""
+    undone: list[tuple[Step, str]] = field(default_factory=list)
+    """What its history keeps of its compensation's undos: the step and the outcome."""
 
 
 class Gate:
@@ -288,6 +292,7 @@ class FakeStore:
         for table, table_rows in write.rows.items():
             run.rows.setdefault(table, []).extend(table_rows)
         run.outputs[step] = json.loads(write.output)
+        run.calls[step] = (write.attempts, write.retry_reasons, run.token)
         if step.is_last:
             self.ended += 1
             run.status = RunStatus.COMPLETED
@@ -298,7 +303,9 @@ class FakeStore:
 
     # -- Compensations and CompensationDeferrals ----------------------------------------------
 
-    async def compensate(self, leases: Sequence[Lease], tables: frozenset[str]) -> Committed:
+    async def compensate(
+        self, leases: Sequence[Lease], tables: frozenset[str], undone: Sequence[tuple[RunId, Undone]] = ()
+    ) -> Committed:
         await self._enter("compensate")
         self.compensations.append([lease.run_id for lease in leases])
         self._raise_if_told("compensate", (lease.run_id for lease in leases))
@@ -320,6 +327,7 @@ class FakeStore:
                 rows[table] += len(run.rows.pop(table, []))
             rows["step_outputs"] += len(run.outputs)
             run.outputs.clear()
+            run.undone += [(undo.step, undo.outcome) for run_id, undo in undone if run_id == run.run_id]
             self.ended += 1
             run.status = RunStatus.COMPENSATED
             run.compensation_error = None

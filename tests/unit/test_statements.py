@@ -27,7 +27,10 @@ def test_sql_whose_parameters_do_not_match_its_names_is_refused_when_built() -> 
 
 @pytest.mark.parametrize("step", list(Step))
 def test_every_step_commit_names_each_parameter_its_sql_numbers(step: Step) -> None:
-    statement = step_statement(step)
-    assert statement.params[:3] == ("run_ids", "tokens", "worker")
-    assert all(f"{table}." in " ".join(statement.params) for table in step.tables)
-    assert compensation_statement(frozenset(step.tables)).params == ("run_ids", "tokens", "worker", "step_names")
+    for with_failures in (False, True):
+        statement = step_statement(step, with_failures=with_failures)
+        assert statement.params[:3] == ("run_ids", "tokens", "worker")
+        assert all(f"{table}." in " ".join(statement.params) for table in step.tables)
+    compensation = compensation_statement(frozenset(step.tables))
+    assert compensation.params[:4] == ("run_ids", "tokens", "worker", "step_names")
+    assert all(name.startswith("undo_") for name in compensation.params[4:])
