@@ -23,6 +23,7 @@ from sagad.errors import ConfigError, DatabaseUnreachable
 from sagad.metrics import Metrics
 from sagad.store.budget import DEFAULT_CONNECTIONS, MIN_CONNECTIONS, ConnectionBudget
 from sagad.store.db import Database, asyncpg_dsn
+from sagad.store.distance import MOST_INFLIGHT, NEAR_BATCH, RUNS_PER_BATCH, Depth, round_trip
 from sagad.store.limits import SessionLimits
 from sagad.store.pooler import Pooler
 from sagad.supervisor import Settings, Supervisor
@@ -87,11 +88,28 @@ def _tune_collector(max_inflight: int) -> None:
     gc.set_threshold(max(young, OBJECTS_PER_RUN * max_inflight), *older)
 
 
-def _fitted(settings: Settings, db: Database, poll_seconds: float | None, commits: int | None) -> Settings:
-    """The settings that depend on what the database offers: the poll without LISTEN, commits the pool has room for."""
+async def _fitted(
+    settings: Settings,
+    db: Database,
+    poll_seconds: float | None,
+    commits: int | None,
+    batch_limit: int | None,
+    max_inflight: int | None,
+) -> Settings:
+    """The settings that depend on the database: the poll without LISTEN, commits the pool has room for, and
+    the batches and runs in flight its distance needs (unless given)."""
     budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
     poll = poll_seconds or (LISTENING_POLL_SECONDS if db.listens else POLLING_SECONDS)
-    return replace(settings, poll_seconds=poll, commits_in_flight=commits or budget.commits_in_flight)
+    settings = replace(settings, poll_seconds=poll, commits_in_flight=commits or budget.commits_in_flight)
+    if batch_limit is not None and max_inflight is not None:
+        return settings
+    seconds = await round_trip(db)
+    depth = Depth.for_round_trip(seconds)
+    if depth.batch_limit > NEAR_BATCH:
+        log.info("the database is %.0f ms away: batches of up to %d runs", seconds * 1000, depth.batch_limit)
+    return replace(
+        settings, batch_limit=batch_limit or depth.batch_limit, max_inflight=max_inflight or depth.max_inflight
+    )
 
 
 def connections(db: Database) -> str:
@@ -148,12 +166,26 @@ def daemon_command(
         typer.Option(envvar="SAGAD_LEASE_SECONDS", min=0.5, max=3600, help="How long a claim lasts unrenewed."),
     ] = 30.0,
     max_inflight: Annotated[
-        int, typer.Option(envvar="SAGAD_MAX_INFLIGHT", min=1, max=100_000, help="Runs held at once.")
-    ] = 1000,
+        int | None,
+        typer.Option(
+            envvar="SAGAD_MAX_INFLIGHT",
+            min=1,
+            max=100_000,
+            help="Runs held at once. Default: ten batches' worth (1,000 near the database).",
+            show_default=False,
+        ),
+    ] = None,
     batch_limit: Annotated[
-        int,
-        typer.Option(envvar="SAGAD_BATCH_LIMIT", min=1, max=10_000, help="Runs per group commit at most."),
-    ] = 100,
+        int | None,
+        typer.Option(
+            envvar="SAGAD_BATCH_LIMIT",
+            min=1,
+            max=10_000,
+            help="Runs per group commit at most. Default: 100 up to a 40 ms round trip to the database, "
+            "then more with the round trip (250 at 100 ms, at most 500), measured at start.",
+            show_default=False,
+        ),
+    ] = None,
     inbox_size: Annotated[
         int, typer.Option(envvar="SAGAD_INBOX_SIZE", min=1, max=100_000, help="Messages an actor inbox buffers.")
     ] = 256,
@@ -290,8 +322,8 @@ def daemon_command(
     settings = Settings(
         worker_id=WorkerId(worker_id or f"{socket.gethostname()}-{os.getpid()}"),
         lease_seconds=lease_seconds,
-        max_inflight=max_inflight,
-        batch_limit=batch_limit,
+        max_inflight=max_inflight or NEAR_BATCH * RUNS_PER_BATCH,
+        batch_limit=batch_limit or NEAR_BATCH,
         inbox_size=inbox_size,
         poll_seconds=poll_seconds or LISTENING_POLL_SECONDS,
         drain_seconds=drain_seconds,
@@ -304,7 +336,7 @@ def daemon_command(
             pipeline,
             delivery_hosts=parse_hosts(delivery_hosts),
             simulated_latency=None if simulate_latency is None else parse_latency(simulate_latency),
-            max_inflight=max_inflight,
+            max_inflight=max_inflight or MOST_INFLIGHT,
         )
     except PipelineNotLoaded as error:
         fail(str(error))
@@ -331,7 +363,7 @@ def daemon_command(
                 if connecting.cancel_called:
                     signals.cancel_scope.cancel()
                     return
-                settings = _fitted(settings, db, poll_seconds, commits_in_flight)
+                settings = await _fitted(settings, db, poll_seconds, commits_in_flight, batch_limit, max_inflight)
                 endpoint = open_endpoint(health, metrics, host, port)
                 log.info(announcement(endpoint.url))
                 with endpoint:
@@ -347,10 +379,11 @@ def daemon_command(
                         # Started once it holds its worker lock: a live twin makes it stop here, with one line.
                         await tg.start(supervise)
                         log.info(
-                            "daemon %s running (lease %ss, up to %d runs, %s, pipeline %s)",
+                            "daemon %s running (lease %ss, up to %d runs, batches of %d, %s, pipeline %s)",
                             settings.worker_id,
                             lease_seconds,
-                            max_inflight,
+                            settings.max_inflight,
+                            settings.batch_limit,
                             connections(db),
                             pipeline or "built-in",
                         )
