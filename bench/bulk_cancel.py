@@ -70,6 +70,8 @@ class Figures:
     running_at_start: int = 0
     cancelled: dict[str, int] = field(default_factory=dict)
     """Runs with the cancel's reason, by status at the end (a run that completed first stays completed)."""
+    all_marked_after_s: float | None = None
+    """From the command's start to its last cancel's commit (database clock)."""
     all_compensated_after_s: float | None = None
     """From the command's start to the last cancelled run's end (database clock)."""
     observed_after_s: float | None = None
@@ -149,16 +151,23 @@ async def run_cancel(url: str, reason: str, figures: Figures, done: anyio.Event)
 async def wait_all_compensated(
     conn: asyncpg.Connection, reason: str, command_done: anyio.Event, seconds: float
 ) -> float | None:
-    """Seconds until no run with ``reason`` is left in flight (after the command ended); None on timeout."""
-    started = time.monotonic()
+    """Seconds until no run with ``reason`` is left in flight (after the command ended); None on timeout.
+
+    Prints, once a second on stderr, the cancelled runs by status: where the time goes.
+    """
+    started = last_shown = time.monotonic()
     with anyio.move_on_after(seconds):
         while True:
-            left = await conn.fetchval(
-                "SELECT count(*) FROM workflow_runs WHERE cancel_reason = $1 AND status IN ('running', 'compensating')",
-                reason,
+            rows = await conn.fetch(
+                "SELECT status, count(*) AS n FROM workflow_runs WHERE cancel_reason = $1 GROUP BY status", reason
             )
-            if command_done.is_set() and left == 0:
-                return round(time.monotonic() - started, 2)
+            counts = {row["status"]: row["n"] for row in rows}
+            now = time.monotonic()
+            if now - last_shown >= 1.0:
+                print(f"  {now - started:5.1f} s  cancelled so far by status: {counts}", file=sys.stderr, flush=True)
+                last_shown = now
+            if command_done.is_set() and not counts.keys() & {"running", "compensating"}:
+                return round(now - started, 2)
             await anyio.sleep(POLL_SECONDS)
     return None
 
@@ -169,6 +178,11 @@ async def read_outcome(conn: asyncpg.Connection, reason: str, command_at: dateti
         "SELECT status, count(*) AS n FROM workflow_runs WHERE cancel_reason = $1 GROUP BY 1", reason
     )
     figures.cancelled = {row["status"]: row["n"] for row in rows}
+    marked_last = await conn.fetchval(
+        "SELECT max(cancel_requested_at) FROM workflow_runs WHERE cancel_reason = $1", reason
+    )
+    if marked_last is not None:
+        figures.all_marked_after_s = round((marked_last - command_at).total_seconds(), 2)
     last = await conn.fetchval(
         "SELECT max(finished_at) FROM workflow_runs WHERE cancel_reason = $1 AND status = 'compensated'", reason
     )
@@ -244,7 +258,8 @@ def render(settings: Settings, figures: Figures) -> str:
         f"load {settings.rate:g} runs/s through sagad.Client",
         f"running when the cancel started: {figures.running_at_start}",
         f"command: {figures.command}",
-        f"  took {figures.command_seconds} s, exit {figures.command_exit}",
+        f"  took {figures.command_seconds} s, exit {figures.command_exit}; its last cancel committed "
+        f"{figures.all_marked_after_s} s after its start",
         f"cancelled runs: {sum(c.values())}  by status at the end: {c}",
         f"all compensated {figures.all_compensated_after_s} s after the command's start "
         f"(polled: {figures.observed_after_s} s); promise: within {settings.lease_seconds:g} + 5 s: "
