@@ -1,7 +1,8 @@
 """A bulk cancel of 10,000 runs in flight under load, measured end to end (issue 17, item 5).
 
     python -m bench.bulk_cancel [--in-flight 10000] [--rate 100] [--daemons 2] [--lease-seconds 6]
-                                [--step-latency 3000:8000] [--database-url URL] [--json]
+                                [--step-latency 3000:8000] [--daemon-option OPTION=VALUE ...]
+                                [--database-url URL] [--json]
 
 Creates a throwaway database on the server and migrates it; starts the daemons as processes with slow
 steps; keeps a load going (``--rate`` runs/s submitted through ``sagad.Client``) and adds a burst,
@@ -52,6 +53,7 @@ class Settings:
     lease_seconds: float
     step_latency: str
     settle_seconds: float
+    extra_daemon_options: tuple[str, ...] = ()
 
     def daemon_options(self) -> list[str]:
         # Room for the burst and the load on top of it, shared by the daemons.
@@ -59,6 +61,7 @@ class Settings:
         return [
             *("--lease-seconds", f"{self.lease_seconds:g}", "--simulate-latency", self.step_latency),
             *("--max-inflight", str(per_daemon), "--drain-seconds", "1"),
+            *self.extra_daemon_options,
         ]
 
 
@@ -255,7 +258,7 @@ def render(settings: Settings, figures: Figures) -> str:
     c = figures.cancelled
     lines = [
         f"daemons {settings.daemons}, lease {settings.lease_seconds:g} s, step latency {settings.step_latency} ms, "
-        f"load {settings.rate:g} runs/s through sagad.Client",
+        f"load {settings.rate:g} runs/s through sagad.Client; daemon options: {' '.join(settings.daemon_options())}",
         f"running when the cancel started: {figures.running_at_start}",
         f"command: {figures.command}",
         f"  took {figures.command_seconds} s, exit {figures.command_exit}; its last cancel committed "
@@ -282,11 +285,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lease-seconds", type=float, default=6.0, help="The daemons' --lease-seconds.")
     parser.add_argument("--step-latency", default="3000:8000", help="The daemons' --simulate-latency (MEDIAN:P99 ms).")
     parser.add_argument("--settle-seconds", type=float, default=25.0, help="Load kept going after the cancel ends.")
+    parser.add_argument(
+        "--daemon-option", action="append", default=[], help="An option for the daemons, as OPTION=VALUE (repeatable)."
+    )
     parser.add_argument("--database-url", help="A server to create the database on.")
     parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
     args = parser.parse_args(argv)
     settings = Settings(
-        args.in_flight, args.rate, args.daemons, args.lease_seconds, args.step_latency, args.settle_seconds
+        args.in_flight,
+        args.rate,
+        args.daemons,
+        args.lease_seconds,
+        args.step_latency,
+        args.settle_seconds,
+        tuple(args.daemon_option),
     )
     server = args.database_url or default_server_url()
     # The daemons keep their logs in ./.sagad/: a folder of this measurement's own.
