@@ -290,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--database-url", help="A server to create the database on.")
     parser.add_argument("--json", action="store_true", help="Print a machine-readable report.")
+    parser.add_argument("--keep-logs", metavar="DIR", help="Keep the daemons' logs in DIR/.sagad/ (default: dropped).")
     args = parser.parse_args(argv)
     settings = Settings(
         args.in_flight,
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     server = args.database_url or default_server_url()
     # The daemons keep their logs in ./.sagad/: a folder of this measurement's own.
-    with tempfile.TemporaryDirectory(prefix="sagad-bulk-cancel-") as folder, chdir(folder):
+    with tempfile.TemporaryDirectory(prefix="sagad-bulk-cancel-") as folder, chdir(args.keep_logs or folder):
         figures = anyio.run(measure, server, settings)
     if args.json:
         print(json.dumps({"machine": machine(server), "settings": asdict(settings), **asdict(figures)}, indent=2))
