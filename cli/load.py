@@ -122,8 +122,9 @@ async def submit_all(
 ) -> None:
     """Submit every brief through ``sagad.Client``: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s.
 
-    In the open loop each batch goes out on time in a task of its own, through whichever client is
-    free: a slow submission (a database far away) does not hold up the next one. Each brief carries
+    Each batch goes out in a task of its own through whichever client is free: in the closed loop as
+    soon as one is, in the open loop on time (a slow submission, a database far away, does not hold up
+    the next one; it waits for a client only when all of them are busy). Each brief carries
     an idempotency key of this load test, so that a submission retried after a lost connection
     (which may have committed) returns the runs it made instead of making them twice.
     """
@@ -134,12 +135,12 @@ async def submit_all(
     for client in clients:
         free_send.send_nowait(client)
 
-    async def submit(start: int) -> None:
+    async def submit(start: int, client: Client | None = None) -> None:
         chunk: list[tuple[Any, str | None]] = [
             (brief_for(o, start + n, destination), f"loadtest-{test}-{start + n}")
             for n, o in enumerate(outcomes[start : start + batch])
         ]
-        client = await free.receive()
+        client = client or await free.receive()
         try:
             submitted = await patiently(partial(client.submit_many, chunk), progress.outages)
         finally:
@@ -154,7 +155,8 @@ async def submit_all(
                     await anyio.sleep(max(0.0, started + start / rate - time.monotonic()))
                     tg.start_soon(submit, start)
                 else:
-                    await submit(start)
+                    # As fast as the clients go: the next batch as soon as one of them is free.
+                    tg.start_soon(submit, start, await free.receive())
 
 
 async def follow(
