@@ -2,7 +2,7 @@
 
     python -m bench.bulk_cancel [--in-flight 10000] [--rate 100] [--daemons 2] [--lease-seconds 6]
                                 [--step-latency 3000:8000] [--daemon-option OPTION=VALUE ...]
-                                [--database-url URL] [--json]
+                                [--keep-logs DIR] [--database-url URL] [--json]
 
 Creates a throwaway database on the server and migrates it; starts the daemons as processes with slow
 steps; keeps a load going (``--rate`` runs/s submitted through ``sagad.Client``) and adds a burst,
