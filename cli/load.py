@@ -1,4 +1,5 @@
-"""The load generator: submits a mix of briefs built to end a known way, and follows them to the end."""
+"""The load generator: submits a mix of briefs built to end a known way (through ``sagad.Client``, as an
+application would), and follows them to the end."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -14,12 +16,16 @@ from typing import Any, TypeVar
 import anyio
 
 from sagad.actors.database_retry import retry_database_errors
+from sagad.client import Client
 from sagad.content.samples import Ending, sample_brief
 from sagad.domain.runs import RunId
 from sagad.store.records import RunEnd
 from sagad.store.runs import RunStore
 
 SUBMIT_BATCH = 200
+SUBMITTERS = 4
+"""Clients the load test submits through, a batch each at a time: one alone, a database 50 ms away
+caps an open loop at 20 batches/s."""
 
 T = TypeVar("T")
 
@@ -99,41 +105,58 @@ def brief_for(ending: Ending, seed: int, destination: str | None) -> dict[str, A
     return brief
 
 
+@asynccontextmanager
+async def submitting_clients(url: str, count: int = SUBMITTERS) -> AsyncIterator[list[Client]]:
+    """``count`` connected clients, as an application's workers would hold them; closed when the block ends."""
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(Client(url)) for _ in range(count)]
+
+
 async def submit_all(
-    runs: RunStore,
+    clients: Sequence[Client],
     outcomes: list[Ending],
     rate: float,
     progress: Progress,
     ids: list[RunId],
     destination: str | None = None,
 ) -> None:
-    """Submit every brief: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s (open loop).
+    """Submit every brief through ``sagad.Client``: as fast as possible (closed loop, rate 0) or at ``rate`` runs/s.
 
-    In the open loop each batch goes out on time in a task of its own: a slow submission (a
-    database far away) does not hold up the next one. Each brief carries an idempotency key of this
-    load test, so that a submission retried after a lost connection (which may have committed)
-    returns the runs it made instead of making them twice.
+    Each batch goes out in a task of its own through whichever client is free: in the closed loop as
+    soon as one is, in the open loop on time (a slow submission, a database far away, does not hold up
+    the next one; it waits for a client only when all of them are busy). Each brief carries
+    an idempotency key of this load test, so that a submission retried after a lost connection
+    (which may have committed) returns the runs it made instead of making them twice.
     """
     started = time.monotonic()
     batch = SUBMIT_BATCH if rate <= 0 else max(1, min(SUBMIT_BATCH, int(rate / 50)))
     test = uuid.uuid4().hex[:12]
+    free_send, free = anyio.create_memory_object_stream[Client](len(clients))
+    for client in clients:
+        free_send.send_nowait(client)
 
-    async def submit(start: int) -> None:
-        chunk = [
+    async def submit(start: int, client: Client | None = None) -> None:
+        chunk: list[tuple[Any, str | None]] = [
             (brief_for(o, start + n, destination), f"loadtest-{test}-{start + n}")
             for n, o in enumerate(outcomes[start : start + batch])
         ]
-        results = await patiently(partial(runs.submit_many, chunk), progress.outages)
-        ids.extend(run_id for run_id, _ in results)
-        progress.submitted += len(results)
+        client = client or await free.receive()
+        try:
+            submitted = await patiently(partial(client.submit_many, chunk), progress.outages)
+        finally:
+            free_send.send_nowait(client)
+        ids.extend(submitted)
+        progress.submitted += len(submitted)
 
-    async with anyio.create_task_group() as tg:
-        for start in range(0, len(outcomes), batch):
-            if rate > 0:
-                await anyio.sleep(max(0.0, started + start / rate - time.monotonic()))
-                tg.start_soon(submit, start)
-            else:
-                await submit(start)
+    with free_send, free:
+        async with anyio.create_task_group() as tg:
+            for start in range(0, len(outcomes), batch):
+                if rate > 0:
+                    await anyio.sleep(max(0.0, started + start / rate - time.monotonic()))
+                    tg.start_soon(submit, start)
+                else:
+                    # As fast as the clients go: the next batch as soon as one of them is free.
+                    tg.start_soon(submit, start, await free.receive())
 
 
 async def follow(

@@ -22,7 +22,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
 from sagad.cli.common import DatabaseUrl, fail, migrated_database, resolve_url, run_async
-from sagad.cli.load import Mix, Progress, follow, patiently, submit_all
+from sagad.cli.load import Mix, Progress, follow, patiently, submit_all, submitting_clients
 from sagad.cli.report import Deliveries, LoadReport
 from sagad.cli.vitals import Vitals, Watched, watch
 from sagad.domain.runs import RunId
@@ -193,7 +193,8 @@ def loadtest_command(
                 receiver = await stack.enter_async_context(Receiver(await _fresh_journal()))
                 destination = f"{receiver.url}/packages"
                 options.extend(["--delivery-hosts", f"127.0.0.1:{receiver.port}"])
-            db = await stack.enter_async_context(migrated_database(_named(url, LOADTEST_APPLICATION), max_size=8))
+            db = await stack.enter_async_context(migrated_database(_named(url, LOADTEST_APPLICATION), max_size=4))
+            clients = await stack.enter_async_context(submitting_clients(_named(url, LOADTEST_APPLICATION)))
             watched = await stack.enter_async_context(started_daemons(url, daemons, options))
             vitals = Vitals()
             store = RunStore(db)
@@ -225,7 +226,7 @@ def loadtest_command(
                     async with anyio.create_task_group() as tg:
                         if watched:
                             tg.start_soon(watch, db, watched, vitals, LOADTEST_APPLICATION)
-                        tg.start_soon(submit_all, store, mix.shuffled(), rate, progress, ids, destination)
+                        tg.start_soon(submit_all, clients, mix.shuffled(), rate, progress, ids, destination)
                         await follow(store, ids, runs, progress, show)
                         tg.cancel_scope.cancel()
             audit = await patiently(partial(audit_database, db), progress.outages)

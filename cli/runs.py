@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sagad.cli.bulk import Outcome, act_in_pages
 from sagad.cli.common import DatabaseUrl, fail, run_async
 from sagad.cli.operate import (
     AtStep,
@@ -19,7 +19,6 @@ from sagad.cli.operate import (
     Until,
     WaitingOnUndo,
     client_of,
-    confirm,
     confirm_all,
     history_lines,
     is_everything,
@@ -125,49 +124,6 @@ def show_command(
     show_run(run_id, as_json, database_url)
 
 
-async def _chunks(client: Client, ids: list[RunId], where: RunFilter, page_size: int) -> AsyncIterator[list[RunId]]:
-    """The given runs, or every run ``where`` matches (newest first, by keyset), ``page_size`` at a time."""
-    if ids:
-        for start in range(0, len(ids), page_size):
-            yield ids[start : start + page_size]
-        return
-    async for page in client.pages(where, page=page_size):
-        yield [run.run_id for run in page]
-
-
-async def _in_pages(
-    client: Client,
-    ids: list[RunId],
-    where: RunFilter,
-    verb: str,
-    yes: bool,
-    dry_run: bool,
-    page_size: int,
-    act: Callable[[list[RunId]], Awaitable[list[str]]],
-) -> None:
-    """Apply ``act`` to the given runs, or to every run ``where`` matches, a page (one transaction) at a time."""
-    total = len(ids)
-    if not ids:
-        total = await client.count(where)
-        print(f"{total} runs match", file=sys.stderr)
-        if total == 0:
-            return
-    if dry_run:
-        async for chunk in _chunks(client, ids, where, page_size):
-            print("\n".join(str(run_id) for run_id in chunk))
-        return
-    if not ids:
-        confirm(total, verb, yes)
-    from rich.progress import Progress  # noqa: PLC0415
-
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task(verb, total=total)
-        async for chunk in _chunks(client, ids, where, page_size):
-            for line in await act(chunk):
-                bar.console.print(line, highlight=False, soft_wrap=True)
-            bar.advance(task, len(chunk))
-
-
 def _need_target(ids: list[RunId], where: RunFilter, what: str) -> None:
     if ids and not is_everything(where):
         fail(f"{what}: give run ids or a filter, not both")
@@ -198,39 +154,27 @@ def cancel_command(
     ids = _ids(run_ids)
     where = run_filter(status, step, since, until, error, False, False)
     _need_target(ids, where, "cancel")
-    refused = 0
 
-    async def main() -> int:
-        nonlocal refused
+    async def cancel(client: Client, chunk: list[RunId]) -> list[Outcome]:
         from sagad.domain.operations import CancelOutcome  # noqa: PLC0415
         from sagad.errors import WaitTimedOut  # noqa: PLC0415
 
-        async with client_of(database_url) as client:
+        outcomes = []
+        for result in await client.cancel(chunk, reason):
+            outcome = result.outcome.value
+            if result.outcome is CancelOutcome.REQUESTED and wait > 0:
+                try:
+                    ended = await client.wait(result.run_id, wait)
+                    outcome = "compensated" if ended.status.value == "compensated" else "completed first: not cancelled"
+                except WaitTimedOut:
+                    outcome = "requested (still in flight)"
+            refused = result.outcome is CancelOutcome.REFUSED_COMPLETED or outcome.startswith("completed")
+            outcomes.append(Outcome(f"{result.run_id} {outcome}", refused))
+        return outcomes
 
-            async def act(chunk: list[RunId]) -> list[str]:
-                nonlocal refused
-                lines = []
-                for result in await client.cancel(chunk, reason):
-                    outcome = result.outcome.value
-                    if result.outcome is CancelOutcome.REQUESTED and wait > 0:
-                        try:
-                            ended = await client.wait(result.run_id, wait)
-                            outcome = (
-                                "compensated"
-                                if ended.status.value == "compensated"
-                                else "completed first: not cancelled"
-                            )
-                        except WaitTimedOut:
-                            outcome = "requested (still in flight)"
-                    if result.outcome is CancelOutcome.REFUSED_COMPLETED or outcome.startswith("completed"):
-                        refused += 1
-                    lines.append(f"{result.run_id} {outcome}")
-                return lines
-
-            await _in_pages(client, ids, where, "cancel", yes, dry_run, page_size, act)
-        return 1 if refused and ids and len(ids) == refused else 0
-
-    run_async(main)
+    act_in_pages(
+        "cancel", ids, where, yes=yes, dry_run=dry_run, page_size=page_size, database_url=database_url, act=cancel
+    )
 
 
 @app.command("retry")
@@ -258,24 +202,17 @@ def retry_command(
         if where.statuses and where.statuses != {RunStatus.COMPENSATED}:
             fail("retry: only compensated runs can be retried (--status compensated)")
         where = type(where)(**{**_fields(where), "statuses": frozenset({RunStatus.COMPENSATED})})
-    refused = 0
 
-    async def main() -> int:
-        async with client_of(database_url) as client:
+    async def retry(client: Client, chunk: list[RunId]) -> list[Outcome]:
+        outcomes = []
+        for result in await client.retry(chunk):
+            new = f" -> {result.new_run}" if result.new_run else ""
+            outcomes.append(Outcome(f"{result.run_id} {result.outcome.value}{new}", result.new_run is None))
+        return outcomes
 
-            async def act(chunk: list[RunId]) -> list[str]:
-                nonlocal refused
-                lines = []
-                for result in await client.retry(chunk):
-                    refused += result.new_run is None
-                    new = f" -> {result.new_run}" if result.new_run else ""
-                    lines.append(f"{result.run_id} {result.outcome.value}{new}")
-                return lines
-
-            await _in_pages(client, ids, where, "retry", yes, dry_run, page_size, act)
-        return 1 if refused and ids and len(ids) == refused else 0
-
-    run_async(main)
+    act_in_pages(
+        "retry", ids, where, yes=yes, dry_run=dry_run, page_size=page_size, database_url=database_url, act=retry
+    )
 
 
 @app.command("resume")
@@ -292,16 +229,14 @@ def resume_command(
     ids = _ids(run_ids)
     where = run_filter(None, None, since, None, error, True, False)
 
-    async def main() -> None:
-        async with client_of(database_url) as client:
+    async def resume(client: Client, chunk: list[RunId]) -> list[Outcome]:
+        resumed = await client.resume(chunk)
+        # Not a refusal: a run that is no longer waiting needs nothing more (the command exits 0).
+        return [Outcome(f"{run_id} {'resumed' if run_id in resumed else 'not waiting on an undo'}") for run_id in chunk]
 
-            async def act(chunk: list[RunId]) -> list[str]:
-                resumed = await client.resume(chunk)
-                return [f"{run_id} {'resumed' if run_id in resumed else 'not waiting on an undo'}" for run_id in chunk]
-
-            await _in_pages(client, ids, where, "resume", yes, dry_run, page_size, act)
-
-    run_async(main)
+    act_in_pages(
+        "resume", ids, where, yes=yes, dry_run=dry_run, page_size=page_size, database_url=database_url, act=resume
+    )
 
 
 def _fields(where: RunFilter) -> dict[str, Any]:

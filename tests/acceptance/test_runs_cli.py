@@ -129,3 +129,12 @@ def test_a_completed_run_is_refused_in_one_line_and_a_non_zero_exit(database_url
     assert result.code != 0
     assert result.stdout == f"{run_id} refused: completed\n"
     assert snapshot(database_url) == before
+
+
+def test_resuming_a_run_not_waiting_on_an_undo_says_so_and_exits_zero(database_url: str, tmp_path: Path) -> None:
+    run_id = submit(database_url, tmp_path)
+    before = snapshot(database_url)
+    result = run(database_url, tmp_path, "runs", "resume", run_id)
+    assert result.code == 0, result.stderr
+    assert result.stdout == f"{run_id} not waiting on an undo\n"
+    assert snapshot(database_url) == before

@@ -14,7 +14,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from sqlalchemy.engine import make_url
 
-from sagad.cli.load import Mix, Progress, submit_all
+from sagad.cli.load import Mix, Progress, submit_all, submitting_clients
 from sagad.domain.runs import RunId
 from sagad.store.db import Database
 from sagad.store.runs import RunStore
@@ -68,9 +68,9 @@ async def test_through_a_50_ms_round_trip_a_run_takes_a_few_of_them_and_submissi
         try:
             ids: list[RunId] = []
             done = anyio.Event()
-            async with anyio.create_task_group() as tg:
+            async with submitting_clients(far_url) as clients, anyio.create_task_group() as tg:
                 tg.start_soon(_ping, db, round_trips, done)
-                await submit_all(RunStore(db), Mix.of(RUNS, 0.05, 0.05, 0.0).shuffled(), RATE, Progress(), ids)
+                await submit_all(clients, Mix.of(RUNS, 0.05, 0.05, 0.0).shuffled(), RATE, Progress(), ids)
                 await wait_terminal(db, ids, seconds=60)
                 done.set()
             ends = await RunStore(db).ends(ids)
