@@ -1,4 +1,4 @@
-"""Keeps this daemon's leases alive: one renewal statement per tick for every run it holds."""
+"""Keeps this daemon's leases alive: each tick, a renewal statement per thousand runs it holds."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from sagad.errors import DatabaseUnreachable, TransientDatabaseError
 from sagad.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+RENEWAL_CHUNK = 1000
+"""Leases renewed by one statement: thousands in one would outlast the renewal's time limit (a sixth of
+a lease) on a busy server, and every lease would go unrenewed; each chunk has the limit to itself."""
 
 
 class Renewer:
@@ -56,9 +61,18 @@ class Renewer:
                 next_start = started + tick
 
     async def renew_once(self) -> None:
+        """Renew every held lease, a chunk a statement; the first error, once every chunk was tried."""
         leases = self._ledger.snapshot()
-        if not leases:
-            return
+        failure: TransientDatabaseError | None = None
+        for start in range(0, len(leases), RENEWAL_CHUNK):
+            try:
+                await self._renew(leases[start : start + RENEWAL_CHUNK])
+            except TransientDatabaseError as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+    async def _renew(self, leases: list[Lease]) -> None:
         started = time.perf_counter()
         renewal = await self._store.renew(self._worker, leases, self._lease_seconds)
         renewed = renewal.renewed
