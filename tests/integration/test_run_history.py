@@ -18,6 +18,7 @@ from sagad.domain.pipeline import RetryPolicy, StepContext, StepResult, StepSpec
 from sagad.domain.steps import Step
 from sagad.errors import StepFailed, TransientStepError
 from sagad.store.db import Database
+from tests.chaos.waiting import wait_until
 from tests.helpers import rows_of, running_daemon
 from tests.unit.fakes import sample
 
@@ -129,10 +130,12 @@ async def test_a_cancel_carried_out_is_timed_and_a_retry_claimed_is_counted(data
         with anyio.fail_after(10):
             run = await client.wait(run_id, 10)
         assert run.status is RunStatus.COMPENSATED
+
         # The client may hear of the compensation before the daemon has read its commit's answer.
-        with anyio.fail_after(5):
-            while sample(daemon.metrics, "sagad_cancel_to_compensated_seconds_count") < 1:
-                await anyio.sleep(0.01)
+        async def observed() -> bool:
+            return sample(daemon.metrics, "sagad_cancel_to_compensated_seconds_count") >= 1
+
+        await wait_until(observed, seconds=5, every=0.01)
         waited = sample(daemon.metrics, "sagad_cancel_to_compensated_seconds_sum")
         assert sample(daemon.metrics, "sagad_cancel_to_compensated_seconds_count") == 1
         assert 0 < waited < 10

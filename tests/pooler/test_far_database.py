@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-import anyio
 import pytest
 from sqlalchemy.engine import make_url
 
 from sagad.loadtest.distance import DelayProxy
 from sagad.store.distance import NEAR_BATCH, Depth
 from tests.chaos.fleet import Fleet
+from tests.chaos.waiting import wait_until
 from tests.processes import Daemon
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -21,9 +21,13 @@ _STARTED = re.compile(r"running \(lease \S+, up to (\d+) runs, batches of (\d+),
 async def _depth(daemon: Daemon) -> Depth:
     """The batch limit and runs in flight the daemon's start line gives, once it is ready."""
     await daemon.ready()
-    with anyio.fail_after(10):
-        while (found := _STARTED.search(daemon.log.read_text())) is None:
-            await anyio.sleep(0.05)
+
+    async def started() -> bool:
+        return _STARTED.search(daemon.log.read_text()) is not None
+
+    await wait_until(started, seconds=10)
+    found = _STARTED.search(daemon.log.read_text())
+    assert found is not None
     return Depth(batch_limit=int(found[2]), max_inflight=int(found[1]))
 
 
