@@ -22,7 +22,7 @@ async def _depth(daemon: Daemon) -> Depth:
     """The batch limit and runs in flight the daemon's start line gives, once it is ready."""
     await daemon.ready()
     with anyio.fail_after(10):
-        while (found := _STARTED.search(daemon.log.read_text())) is None:
+        while (found := _STARTED.search(daemon.log.read_text())) is None:  # noqa: ASYNC110 (another process writes the log: no event to await)
             await anyio.sleep(0.05)
     return Depth(batch_limit=int(found[2]), max_inflight=int(found[1]))
 
