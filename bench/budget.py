@@ -5,7 +5,11 @@ measures sagad (one daemon, ``sagad loadtest``) and the raw ceiling once per var
 variants alternated within each round, and prints each measurement and the median a/b per variant. A
 variant ``B/transaction`` also runs the daemon as behind a pooler (``--pooler transaction``: no
 statement cache, limits per transaction) against the same server: the cost of pooled mode to sagad;
-``B/auto:C`` sets ``--commits-in-flight C``.
+``B/auto:C`` sets ``--commits-in-flight C``. A variant ``B/pgbouncer`` puts a real PgBouncer in
+transaction mode (started for the measurement, its pool the budget plus the load test's own 8) between
+the server and both the loadtest's daemon (``--pooler auto``, which finds it) and the load test: what
+the pooler's extra hop and the lost LISTEN add. The ceiling always runs straight against the server,
+so that the a/b ratios of all variants share a denominator.
 """
 
 from __future__ import annotations
@@ -14,8 +18,23 @@ import argparse
 import os
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
+from bench.bouncer import PgBouncer
 from bench.run import default_server_url, measure_all
+
+LOADTEST_CONNECTIONS = 8  # the load test's own client pool, beside the daemon's budget
+
+
+def measure_variant(server: str, runs: int, connections: int, pooler: str) -> dict[str, Any]:
+    """``bench.run``'s sagad and ceiling, sagad through a PgBouncer of its own for ``pgbouncer``."""
+    if pooler != "pgbouncer":
+        return measure_all(server, runs, 0)
+    bouncer = PgBouncer(server, pool_size=connections + LOADTEST_CONNECTIONS).start()
+    try:
+        return measure_all(server, runs, 0, sagad_route=bouncer.url_for)
+    finally:
+        bouncer.destroy()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -34,11 +53,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             connections, _, rest = budget.partition("/")
             pooler, _, commits = rest.partition(":")
             os.environ["SAGAD_MAX_CONNECTIONS"] = connections  # the loadtest's daemon inherits them
-            os.environ["SAGAD_POOLER"] = pooler or "auto"
+            os.environ["SAGAD_POOLER"] = "auto" if pooler in ("", "pgbouncer") else pooler
             os.environ.pop("SAGAD_COMMITS_IN_FLIGHT", None)
             if commits:
                 os.environ["SAGAD_COMMITS_IN_FLIGHT"] = commits
-            report = measure_all(server, args.runs, 0)
+            report = measure_variant(server, args.runs, int(connections), pooler)
             sagad, ratio = report["sagad"], report["ratios"]["a/b"]
             ratios[budget].append(ratio)
             rates[budget].append(sagad["runs_per_s"])

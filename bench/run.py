@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,13 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def measure_sagad(url: str, runs: int) -> dict[str, Any]:
-    """``sagad loadtest`` with one daemon, as a user would run it; its JSON report, trimmed."""
-    options = ["--runs", str(runs), "--fail-qc", str(FAIL_QC), "--fail-delivery", str(FAIL_DELIVERY)]
+def measure_sagad(url: str, runs: int, rate: float = 0) -> dict[str, Any]:
+    """``sagad loadtest`` with one daemon, as a user would run it; its JSON report, trimmed.
+
+    ``rate`` runs are submitted per second (open loop); 0 submits them as fast as possible.
+    """
+    options = ["--runs", str(runs), *(["--rate", f"{rate:g}"] if rate else [])]
+    options += ["--fail-qc", str(FAIL_QC), "--fail-delivery", str(FAIL_DELIVERY)]
     options += ["--invalid", str(INVALID), "--daemons", "1", "--json", "--database-url", url]
     # A folder of its own, so the daemon's log does not mix with another loadtest's in ./.sagad/.
     with tempfile.TemporaryDirectory(prefix="sagad-bench-") as folder:
@@ -140,7 +144,10 @@ def _ratio(a: dict[str, Any], other: dict[str, Any]) -> float | None:
     return round(a["runs_per_s"] / rate, 2) if rate else None
 
 
-def measure_all(server: str, runs: int, dbos_runs: int) -> dict[str, Any]:
+def measure_all(
+    server: str, runs: int, dbos_runs: int, *, sagad_route: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """Databases created on ``server``; ``sagad_route`` turns (a)'s URL into the one sagad gets (a pooler's)."""
     names = {label: f"sagad_bench_{os.getpid()}_{label}" for label in "abc"}
     urls = {label: database_url(server, name) for label, name in names.items()}
     anyio.run(_admin, server, *(f'CREATE DATABASE "{name}"' for name in names.values()))
@@ -148,7 +155,7 @@ def measure_all(server: str, runs: int, dbos_runs: int) -> dict[str, Any]:
         for url in urls.values():
             upgrade(url)
         anyio.run(_checkpoint, server)
-        sagad = measure_sagad(urls["a"], runs)
+        sagad = measure_sagad(sagad_route(urls["a"]) if sagad_route else urls["a"], runs)
         anyio.run(_checkpoint, server)
         outcomes = Mix.of(runs, FAIL_QC, FAIL_DELIVERY, INVALID).shuffled()
         ceiling = anyio.run(measure_ceiling, urls["b"], outcomes)

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.bouncer import PgBouncer
 from tests.chaos.conftest import fleet, throwaway_database_url, throwaway_server
-from tests.pooler.bouncer import PgBouncer
 
 __all__ = ["fleet", "throwaway_database_url", "throwaway_server"]
 

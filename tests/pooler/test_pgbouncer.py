@@ -10,6 +10,7 @@ from functools import partial
 import anyio
 import pytest
 
+from bench.bouncer import PgBouncer
 from sagad.content.samples import Ending
 from sagad.domain.runs import RunId
 from sagad.errors import TransientDatabaseError
@@ -20,7 +21,6 @@ from tests.chaos.invariants import assert_audit_clean, assert_ended_as_built, he
 from tests.chaos.server import ThrowawayServer
 from tests.chaos.waiting import wait_until
 from tests.chaos.write_log import install_write_log, writes_not_by_holder
-from tests.pooler.bouncer import PgBouncer
 from tests.processes import REPO, sagad
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

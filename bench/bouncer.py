@@ -1,4 +1,8 @@
-"""PgBouncer in transaction mode in front of a test's server: a process the test may kill and restart."""
+"""PgBouncer in transaction mode in front of a server: a process its owner may kill and restart.
+
+The pooler tests (``tests/pooler``) run daemons through it, and ``bench.budget``'s ``B/pgbouncer``
+variant measures what it adds; it lives in ``bench`` so that both may import it.
+"""
 
 from __future__ import annotations
 
@@ -27,13 +31,15 @@ class PgBouncer:
 
     def __init__(self, server_url: str, *, pool_size: int = 20) -> None:
         server = make_url(server_url)
+        # A URL to a Unix socket names its folder in the query (``?host=/var/run/postgresql``).
+        host = server.host or server.query.get("host") or "127.0.0.1"
         self.folder = Path(tempfile.mkdtemp(prefix="sagad-bouncer-"))
         self.port = _free_port()
         self.log = self.folder / "pgbouncer.log"
         (self.folder / "users.txt").write_text(f'"{server.username}" ""\n')
         (self.folder / "pgbouncer.ini").write_text(
             "[databases]\n"
-            f"* = host={server.host} port={server.port}\n"
+            f"* = host={host} port={server.port or 5432}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {self.folder / 'users.txt'}\n"
@@ -46,7 +52,9 @@ class PgBouncer:
 
     def url_for(self, server_url: str) -> str:
         """``server_url`` (a database on the server behind) through the pooler."""
-        return make_url(server_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        url = make_url(server_url)
+        query = {key: value for key, value in url.query.items() if key != "host"}
+        return url.set(host="127.0.0.1", port=self.port, query=query).render_as_string(hide_password=False)
 
     def start(self) -> PgBouncer:
         user = ["-u", "embedded_postgres"] if os.geteuid() == 0 else []  # it refuses to run as root
