@@ -69,6 +69,9 @@ class Settings:
     commits_in_flight: int = 3
     """Commits of one step in flight at once: more than one only when the database is far away
     (``ConnectionBudget.commits_in_flight``: what the work pool has room for)."""
+    commit_connections: int | None = None
+    """Step commits in flight at once, every step's together (the work pool less one, kept for claims and
+    compensations: ``ConnectionBudget.commit_connections``); None: no bound but the pool's."""
     reap_seconds: float | None = 0.5
     """How often to look for dead daemons whose runs to take over; None: wait for their leases."""
 
@@ -164,6 +167,7 @@ class Supervisor:
         backward = [_Inbox[Compensation].of_size(s.inbox_size) for _ in specs]
         to_compensator = _Inbox[Compensation].of_size(s.inbox_size)
         wakeup = self._wakeup()
+        slots = None if s.commit_connections is None else anyio.Semaphore(s.commit_connections)
         actors = [
             StepActor(
                 spec=spec,
@@ -173,6 +177,7 @@ class Supervisor:
                 faults=self._faults,
                 batch_limit=s.batch_limit,
                 commits_in_flight=s.commits_in_flight,
+                commit_slots=slots,
                 relay=FailureRelay(
                     spec,
                     store=self._steps,

@@ -56,6 +56,7 @@ class StepActor:
         linger_share: float = LINGER_SHARE,
         linger_cap_seconds: float = LINGER_CAP_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        commit_slots: anyio.Semaphore | None = None,
     ) -> None:
         self.spec = spec
         self.step = spec.step
@@ -87,6 +88,10 @@ class StepActor:
         )
         self._clock = clock
         self._closed = False
+        self._commit_slots = commit_slots
+        """Shared by every step, one per connection commits may take: a batch is taken once a connection
+        can carry it, so that it holds every run that finished meanwhile (far away, where each statement
+        costs a round trip, batches stay full); None: no bound."""
 
     def abandon(self) -> list[Lease]:
         """The leases of every run this actor held when it crashed; it holds none afterwards."""
@@ -170,6 +175,8 @@ class StepActor:
                 if pause > 0:
                     await self._wait_for_change(pause)
                     continue
+                if self._commit_slots is not None:
+                    await self._commit_slots.acquire()
                 batch = self._finished[: self._batch_limit]
                 del self._finished[: len(batch)]
                 self._committing += 1
@@ -189,7 +196,11 @@ class StepActor:
         failures: MemoryObjectSendStream[Compensation],
     ) -> None:
         try:
-            committed, writes = await self._commit([self._write(work, called) for work, called, _ in batch])
+            try:
+                committed, writes = await self._commit([self._write(work, called) for work, called, _ in batch])
+            finally:
+                if self._commit_slots is not None:
+                    self._commit_slots.release()  # before handing on: the next inbox may be full
             await self._faults.after_step_commit(self.step, [write.lease for write in writes])
             again = [finished for finished in batch if finished[0].lease.run_id in committed.skipped]
             handed = [

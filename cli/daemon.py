@@ -100,7 +100,12 @@ async def _fitted(
     the batches and runs in flight its distance needs (unless given)."""
     budget = db.budget or ConnectionBudget.split(DEFAULT_CONNECTIONS)
     poll = poll_seconds or (LISTENING_POLL_SECONDS if db.listens else POLLING_SECONDS)
-    settings = replace(settings, poll_seconds=poll, commits_in_flight=commits or budget.commits_in_flight)
+    settings = replace(
+        settings,
+        poll_seconds=poll,
+        commits_in_flight=commits or budget.commits_in_flight,
+        commit_connections=budget.commit_connections,
+    )
     if batch_limit is not None and max_inflight is not None:
         return settings
     seconds = await round_trip(db)

@@ -52,3 +52,8 @@ class ConnectionBudget:
     def commits_in_flight(self) -> int:
         """Commits of one step at once: a second and third only where the work pool has room for them."""
         return max(1, min(3, self.work - 2))
+
+    @property
+    def commit_connections(self) -> int:
+        """Step commits in flight at once, all steps together: the work pool but one, for claims and compensations."""
+        return max(1, self.work - 1)

@@ -606,6 +606,7 @@ class Scene:
         linger_share: float = LINGER_SHARE,
         linger_cap_seconds: float = LINGER_CAP_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        commit_slots: anyio.Semaphore | None = None,
     ) -> StepActor:
         return StepActor(
             spec=spec,
@@ -618,6 +619,7 @@ class Scene:
             linger_share=linger_share,
             linger_cap_seconds=linger_cap_seconds,
             clock=clock,
+            commit_slots=commit_slots,
         )
 
     @asynccontextmanager

@@ -77,6 +77,28 @@ async def test_a_commit_never_takes_more_than_the_batch_limit(scene: Scene) -> N
     assert {work.lease for work in forwarded} == {work.lease for work in works}
 
 
+async def test_a_batch_is_taken_once_a_commit_connection_is_free_and_holds_every_run_finished_meanwhile(
+    scene: Scene,
+) -> None:
+    step, all_called = counting(5)
+    slots = anyio.Semaphore(1)
+    actor = scene.actor(spec_of(SECOND, step, instant=True), commit_slots=slots)
+    works = await scene.runs_at(SECOND, [{"n": n} for n in range(5)])
+    await slots.acquire()  # another step's commit has the one connection
+    async with scene.running(actor) as lanes:
+        for work in works:
+            await lanes.inbox.send(work)
+        await all_called.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert scene.store.step_commits == []  # waiting for the connection, not committing the first alone
+        slots.release()
+        forwarded = await receive(lanes.forward, 5)
+
+    assert scene.store.step_commits == [(SECOND, [work.lease.run_id for work in works])]
+    assert {work.lease for work in forwarded} == {work.lease for work in works}
+    assert slots.value == 1  # given back once committed
+
+
 async def test_the_runs_of_a_slow_step_linger_for_company_until_the_batch_is_full(scene: Scene) -> None:
     released = [anyio.Event() for _ in range(3)]
 
