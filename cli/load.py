@@ -3,6 +3,7 @@ application would), and follows them to the end."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -124,7 +125,7 @@ async def submit_all(
 
     Each batch goes out in a task of its own through whichever client is free: in the closed loop as
     soon as one is, in the open loop on time (a slow submission, a database far away, does not hold up
-    the next one; it waits for a client only when all of them are busy). Each brief carries
+    the next one; when every client is busy, what fell due meanwhile goes out together). Each brief carries
     an idempotency key of this load test, so that a submission retried after a lost connection
     (which may have committed) returns the runs it made instead of making them twice.
     """
@@ -134,13 +135,13 @@ async def submit_all(
     free_send, free = anyio.create_memory_object_stream[Client](len(clients))
     for client in clients:
         free_send.send_nowait(client)
+    taken = 0
+    """Briefs handed to a submission so far, in order."""
 
-    async def submit(start: int, client: Client | None = None) -> None:
+    async def submit(client: Client, start: int, end: int) -> None:
         chunk: list[tuple[Any, str | None]] = [
-            (brief_for(o, start + n, destination), f"loadtest-{test}-{start + n}")
-            for n, o in enumerate(outcomes[start : start + batch])
+            (brief_for(o, n, destination), f"loadtest-{test}-{n}") for n, o in enumerate(outcomes[start:end], start)
         ]
-        client = client or await free.receive()
         try:
             submitted = await patiently(partial(client.submit_many, chunk), progress.outages)
         finally:
@@ -148,15 +149,27 @@ async def submit_all(
         ids.extend(submitted)
         progress.submitted += len(submitted)
 
+    async def submit_due(end: int) -> None:
+        # Whatever is due once a client is free: when every client is busy (a database far away),
+        # the late briefs go out together, and the rate holds.
+        nonlocal taken
+        client = await free.receive()
+        due = min(len(outcomes), max(end, math.floor((time.monotonic() - started) * rate)))
+        start, taken = taken, max(taken, due)
+        if start < taken:
+            await submit(client, start, taken)
+        else:
+            free_send.send_nowait(client)
+
     with free_send, free:
         async with anyio.create_task_group() as tg:
             for start in range(0, len(outcomes), batch):
                 if rate > 0:
                     await anyio.sleep(max(0.0, started + start / rate - time.monotonic()))
-                    tg.start_soon(submit, start)
+                    tg.start_soon(submit_due, start + batch)
                 else:
                     # As fast as the clients go: the next batch as soon as one of them is free.
-                    tg.start_soon(submit, start, await free.receive())
+                    tg.start_soon(submit, await free.receive(), start, start + batch)
 
 
 async def follow(
