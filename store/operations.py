@@ -42,12 +42,13 @@ _SHOW = f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE r.id = $1"
 # Locks each run (waiting for a step commit under way on it: the answer must be definite), then:
 # pending, never claimed -> compensated here, at once (it wrote nothing); running -> marked, and its
 # holder's next renewal (or the next claim, if its holder is gone) sends it backward.
-_CANCEL = """
+_CANCEL_TARGETS = """
     WITH target AS (
         SELECT r.id, r.status, r.cancel_requested_at IS NOT NULL AS marked
         FROM workflow_runs r WHERE r.id = ANY($1::uuid[])
         ORDER BY r.id
-        FOR NO KEY UPDATE
+        FOR NO KEY UPDATE"""
+_CANCEL_CHANGES = """
     ),
     changed AS (
         UPDATE workflow_runs r SET
@@ -65,6 +66,10 @@ _CANCEL = """
     )
     SELECT t.id, t.status, t.marked, t.id IN (SELECT id FROM changed) AS changed FROM target t
 """
+# Rows another transaction holds (a step's commit, a compensation, a renewal) are passed over first,
+# then waited for by a second statement: waiting in id order, row by row, one held row held up the page.
+_CANCEL_FREE = f"{_CANCEL_TARGETS} SKIP LOCKED {_CANCEL_CHANGES}"
+_CANCEL_HELD = f"{_CANCEL_TARGETS} {_CANCEL_CHANGES}"
 
 # A new run per compensated run, with the same brief, linked to it; a run retried before keeps its
 # first retry (the unique retry_of), which the statement after this one reads.
@@ -269,8 +274,17 @@ class OperationsStore:
         return [run_id for run_id in run_ids if run_id not in found]
 
     async def cancel(self, run_ids: Sequence[RunId], reason: str, by: str) -> list[CancelResult]:
-        """Cancel these runs in one transaction; runs that do not exist are left out of the answer."""
-        rows = await self._db.fetch(_CANCEL, list(run_ids), reason, by, CANCEL_PREFIX, STEP_NAMES_BOUND)
+        """Cancel these runs, each in one statement: first those no other transaction holds, then the rest.
+
+        Runs that do not exist are left out of the answer.
+        """
+        ids = list(run_ids)
+        args = (reason, by, CANCEL_PREFIX, STEP_NAMES_BOUND)
+        rows = await self._db.fetch(_CANCEL_FREE, ids, *args)
+        answered = {row["id"] for row in rows}
+        held = [run_id for run_id in ids if run_id not in answered]
+        if held:
+            rows += await self._db.fetch(_CANCEL_HELD, held, *args)
         return [CancelResult(RunId(row["id"]), _cancel_outcome(row)) for row in rows]
 
     async def retry(self, run_ids: Sequence[RunId]) -> list[RetryResult]:

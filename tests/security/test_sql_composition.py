@@ -129,6 +129,8 @@ SAFE_INTERPOLATIONS = {
     ("insert_statement", "where"): "a clause around runs_from",
     ("insert_statement", "runs_from"): "a literal at every call (checked below)",
     ("<module>", "_CANCELLED"): "a module constant without interpolation",
+    ("<module>", "_CANCEL_TARGETS"): "a module constant without interpolation",
+    ("<module>", "_CANCEL_CHANGES"): "a module constant without interpolation",
     ("<module>", "_RUN_COLUMNS"): "a module constant without interpolation",
     ("list_query", "_RUN_COLUMNS"): "a module constant without interpolation",
     ("list_query", "len(args)"): "an int: a parameter number",
