@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
@@ -59,6 +60,26 @@ def retry_reasons(errors: list[Exception], timeout: float) -> str | None:
 
 Attempted = Callable[[str, float, Exception | None], None]
 """Told of each attempt: its outcome (ok, retried, failed), its seconds, and what it raised."""
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the attempts of one call (or undo) came to, as they are told (an ``Attempted``)."""
+
+    attempts: int = 0
+    seconds: float = 0.0
+    """Their time summed, the waits between them left out."""
+    retried: list[Exception] = field(default_factory=list)
+    """What each attempt that was tried again raised, in order."""
+
+    def count(self, outcome: str, seconds: float, error: Exception | None) -> None:
+        self.attempts += 1
+        self.seconds += seconds
+        if outcome == "retried" and error is not None:
+            self.retried.append(error)
+
+    def reasons(self, timeout: float) -> str | None:
+        return retry_reasons(self.retried, timeout)
 
 
 class LeaseLost(Exception):

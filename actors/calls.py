@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy, retry_reason, retry_reasons, truncated
+from sagad.actors.attempts import LeaseLost, Tally, gave_up, retry_per_policy, retry_reason, truncated
 from sagad.actors.ledger import Ledger
 from sagad.actors.messages import StepWork
 from sagad.actors.timeouts import Timeouts
@@ -69,14 +69,10 @@ class StepCaller:
         except (ValueError, RecursionError) as error:
             return Called(None, failure=truncated(f"{self._step}: invalid brief: it cannot be read: {error}"))
         spec = self._spec
-        attempts, seconds, retried = 0, 0.0, []
+        tally = Tally()
 
         def attempted(outcome: str, took: float, error: Exception | None) -> None:
-            nonlocal attempts, seconds
-            attempts += 1
-            seconds += took
-            if outcome == "retried" and error is not None:
-                retried.append(error)
+            tally.count(outcome, took, error)
             self._attempted(outcome, took, error)
 
         async def attempt(n: int) -> tuple[StepResult, str]:
@@ -100,27 +96,35 @@ class StepCaller:
             self._ledger.lose([work.lease], "call")
             return LOST
         except StepFailed as failure:
-            reasons = retry_reasons(retried, spec.timeout_seconds)
             failed = truncated(f"{self._step}: {failure}")
-            return Called(None, failure=failed, attempts=attempts, call_seconds=seconds, retry_reasons=reasons)
+            return Called(
+                None,
+                failure=failed,
+                attempts=tally.attempts,
+                call_seconds=tally.seconds,
+                retry_reasons=tally.reasons(spec.timeout_seconds),
+            )
         except Exception as error:
             if retry_reason(error) == "error":
                 log.exception("step %s failed for run %s", self._step, work.lease.run_id)
             reason = gave_up(self._step, spec.retry.attempts, error, spec.timeout_seconds, work.lease)
-            reasons = retry_reasons(retried, spec.timeout_seconds)
             return Called(
-                None, failure=reason, clean=False, attempts=attempts, call_seconds=seconds, retry_reasons=reasons
+                None,
+                failure=reason,
+                clean=False,
+                attempts=tally.attempts,
+                call_seconds=tally.seconds,
+                retry_reasons=tally.reasons(spec.timeout_seconds),
             )
         # Handed on as it was encoded, not as returned: a UUID becomes its text, a tuple a list, on
         # this path as on a takeover's, which reads the committed text back.
-        reasons = retry_reasons(retried, spec.timeout_seconds) if retried else None
         return Called(
             result,
             output_json,
             orjson.loads(output_json),
-            attempts=attempts,
-            call_seconds=seconds,
-            retry_reasons=reasons,
+            attempts=tally.attempts,
+            call_seconds=tally.seconds,
+            retry_reasons=tally.reasons(spec.timeout_seconds),
         )
 
     def _attempted(self, outcome: str, seconds: float, error: Exception | None) -> None:

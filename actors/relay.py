@@ -16,7 +16,7 @@ import random
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from sagad.actors.attempts import LeaseLost, gave_up, retry_per_policy, retry_reasons
+from sagad.actors.attempts import LeaseLost, Tally, gave_up, retry_per_policy
 from sagad.actors.batching import send_all, take_waiting
 from sagad.actors.database_retry import retry_database_errors
 from sagad.actors.ledger import Ledger
@@ -115,7 +115,7 @@ class FailureRelay:
         if undo is None:
             return Undone(spec.step, ran=False)
         step = spec.step.value
-        attempts, seconds, retried = 0, 0.0, []
+        tally = Tally()
         try:
             brief = message.brief
         except (ValueError, RecursionError):
@@ -127,11 +127,7 @@ class FailureRelay:
             await undo(UndoContext(message.lease.run_id, brief, output, message.reason, deadline))
 
         def attempted(outcome: str, took: float, error: Exception | None) -> None:
-            nonlocal attempts, seconds
-            attempts += 1
-            seconds += took
-            if outcome == "retried" and error is not None:
-                retried.append(error)
+            tally.count(outcome, took, error)
             self._metrics.undos.labels(step, outcome).inc()
 
         try:
@@ -151,7 +147,7 @@ class FailureRelay:
             log.warning("run %s stays compensating: %s", message.lease.run_id, reason)
             await self._defer(message.lease, reason)
             return None
-        return Undone(spec.step, True, attempts, seconds, retry_reasons(retried, spec.timeout_seconds))
+        return Undone(spec.step, True, tally.attempts, tally.seconds, tally.reasons(spec.timeout_seconds))
 
     async def _defer(self, lease: Lease, reason: str) -> None:
         """Give the run back, compensating, with why; whoever claims it next tries the undos again."""
