@@ -212,9 +212,9 @@ def without(brief: dict[str, Any], path: str) -> dict[str, Any]:
     changed = copy.deepcopy(brief)
     if "." in path:
         parent, child = path.split(".")
-        del changed[parent][child]
+        changed[parent].pop(child, None)
     else:
-        del changed[path]
+        changed.pop(path, None)  # an earlier mutation may have removed it already
     return changed
 
 
