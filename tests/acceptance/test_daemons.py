@@ -70,6 +70,7 @@ async def test_two_daemons_share_300_runs_and_leave_a_clean_audit(
     assert all(claims), f"a daemon claimed nothing: {claims}"
     assert sum(claims) >= 300
     for daemon in daemons:
+        await daemon.endpoint_url()
         daemon.signal(signal.SIGTERM)
     assert [await daemon.wait() for daemon in daemons] == [0, 0]
     assert_audit_clean(database_url)
@@ -94,8 +95,7 @@ async def test_a_daemon_killed_mid_load_is_finished_by_another(
 
     await assert_all_ended_as_built(db, outcomes, seconds=90)
     assert held > 0, "the victim held no run when it was killed"
-    rescuer.signal(signal.SIGTERM)
-    assert await rescuer.wait() == 0
+    assert await rescuer.stop() == 0
     assert_audit_clean(database_url)
 
 
@@ -120,8 +120,7 @@ async def test_a_daemon_process_is_ready_once_its_first_claim_completes_and_answ
     await daemon.ready(seconds=10)
     assert await anyio.to_thread.run_sync(answer, f"{url}/metrics") == 200
     assert await anyio.to_thread.run_sync(answer, f"{url}/status") == 404
-    daemon.signal(signal.SIGTERM)
-    assert await daemon.wait() == 0
+    assert await daemon.stop() == 0
 
 
 async def _wait_claim_blocked(db: Database) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import textwrap
 import zlib
 from pathlib import Path
@@ -113,8 +112,7 @@ async def test_the_example_pipeline_runs_a_mix_to_the_end(
         await daemon.metrics_url()
         statuses = await wait_terminal(db, submitted, seconds=60)
         retried = await sample(daemon, "sagad_step_retries_total", step="generate_strategy", reason="transient")
-        daemon.signal(signal.SIGTERM)
-        assert await daemon.wait() == 0
+        assert await daemon.stop() == 0
     finally:
         daemon.ensure_stopped()
     for run_id, (ending, brief) in submitted.items():

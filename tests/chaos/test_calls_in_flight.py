@@ -90,8 +90,7 @@ async def test_kills_freezes_and_a_restarted_endpoint_deliver_every_package_once
             for row in await db.fetch("SELECT id, status FROM workflow_runs WHERE id = ANY($1::uuid[])", list(endings))
         }
         for daemon in (killed, frozen):
-            daemon.signal(signal.SIGTERM)
-            assert await daemon.wait() == 0
+            assert await daemon.stop() == 0
     journal = read_journal(tmp_path / "journal.jsonl")
     completed = {idempotency_key(run) for run, status in statuses.items() if status == "completed"}
     compensated = {idempotency_key(run) for run, status in statuses.items() if status == "compensated"}

@@ -44,6 +44,7 @@ async def test_connections_cut_every_300ms_lose_and_duplicate_nothing(
             transient = [await sample(d, "sagad_db_errors_total", kind="transient") for d in daemons]
             fenced = [await sample(d, "sagad_fenced_writes_total") for d in daemons]
             for daemon in daemons:
+                await daemon.endpoint_url()
                 daemon.signal(signal.SIGTERM)
             assert [await d.wait() for d in daemons] == [0, 0]
         assert proxy.cuts > 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 
 import anyio
 import pytest
@@ -45,14 +44,12 @@ async def test_a_daemon_stopped_mid_load_logs_no_error(
         await daemon.metrics_url()
         outcomes |= await submit_mix(runs, 200, first_seed=stop * 200)
         await wait_count(db, FINISHED, len(outcomes) - 150)  # mid-load: statements in flight
-        daemon.signal(signal.SIGTERM)
-        assert await daemon.wait() == 0
+        assert await daemon.stop() == 0
         log = daemon.log.read_text()
         assert _alarming(log) == [], log
     survivor = fleet.start(database_url, "survivor")
     await assert_ended_as_built(db, database_url, outcomes, seconds=60)
-    survivor.signal(signal.SIGTERM)
-    assert await survivor.wait() == 0
+    assert await survivor.stop() == 0
     assert _alarming(survivor.log.read_text()) == []
 
 
@@ -74,8 +71,7 @@ async def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(
             assert is_running(daemon)
         await wait_count(db, "SELECT 1", 1)
         account = await assert_ended_as_built(db, url, outcomes, seconds=60)
-        daemon.signal(signal.SIGTERM)
-        assert await daemon.wait() == 0
+        assert await daemon.stop() == 0
     finally:
         await db.close()
     lines = daemon.log.read_text().splitlines()

@@ -64,8 +64,7 @@ async def test_a_killed_daemons_runs_are_finished_by_a_peer_long_before_its_leas
     account = await assert_ended_as_built(db, database_url, outcomes, seconds=60)
     assert await writes_not_by_holder(db) == []
     reaped = await sample(peer, "sagad_reaped_runs_total")
-    peer.signal(signal.SIGTERM)
-    assert await peer.wait() == 0
+    assert await peer.stop() == 0
     assert taken > 0
     assert last < LEASE / 3, f"the last run of the killed daemon was finished {last:.1f}s after its death"
     report(
@@ -95,8 +94,7 @@ async def test_a_daemon_back_under_the_same_worker_id_finishes_its_previous_life
     first, last, taken = await _finished_elsewhere(db, held, killed_at)
 
     account = await assert_ended_as_built(db, database_url, outcomes, seconds=60)
-    reborn.signal(signal.SIGTERM)
-    assert await reborn.wait() == 0
+    assert await reborn.stop() == 0
     assert "gave back" in reborn.log.read_text()
     assert taken > 0
     assert last < LEASE / 3, f"the last run of the previous life was finished {last:.1f}s after its death"
@@ -126,5 +124,4 @@ async def test_a_second_daemon_under_a_live_worker_id_refuses_to_start_with_one_
         "give this daemon another --worker-id"
     )
     assert "Traceback" not in second.log.read_text()
-    first.signal(signal.SIGTERM)
-    assert await first.wait() == 0
+    assert await first.stop() == 0

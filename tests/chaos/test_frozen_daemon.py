@@ -99,6 +99,7 @@ async def test_a_daemon_frozen_at_random_moments_holds_no_run_past_its_lease(
     lost = await sample(frozen, "sagad_leases_lost_total")
     timeouts = await sample(frozen, "sagad_db_timeouts_total")
     for daemon in (frozen, peer):
+        await daemon.endpoint_url()
         daemon.signal(signal.SIGTERM)
     assert [await frozen.wait(), await peer.wait()] == [0, 0]
     log = frozen.log.read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import uuid
 
 import anyio
@@ -90,8 +89,7 @@ async def test_compensations_cut_short_by_a_database_outage_finish_when_it_retur
             assert await count_when_reachable(db, _ROWS_OF_RUNS, list(outcomes)) == 0
             transient = await sample(daemon, "sagad_db_errors_total", kind="transient")
             assert transient > 0
-            daemon.signal(signal.SIGTERM)
-            assert await daemon.wait() == 0
+            assert await daemon.stop() == 0
     finally:
         await db.close()
     report(

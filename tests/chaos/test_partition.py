@@ -86,6 +86,7 @@ async def test_a_daemon_cut_off_past_its_lease_loses_its_runs_to_a_peer_in_time_
             lost = await sample(cut_off, "sagad_leases_lost_total")
             fenced = await sample(cut_off, "sagad_fenced_writes_total")
             for daemon in (cut_off, peer):
+                await daemon.endpoint_url()
                 daemon.signal(signal.SIGTERM)
             assert [await cut_off.wait(), await peer.wait()] == [0, 0]
         assert await writes_not_by_holder(db) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from functools import partial
 
 import anyio
@@ -40,8 +39,7 @@ async def test_a_run_claimed_past_max_attempts_is_compensated_as_poison(
     assert rows == 0
     poisoned = await sample(daemon, "sagad_poison_runs_total")
     assert poisoned == 1
-    daemon.signal(signal.SIGTERM)
-    assert await daemon.wait() == 0
+    assert await daemon.stop() == 0
     report(
         "poison run",
         runs_pushed=len(healthy) + 1,

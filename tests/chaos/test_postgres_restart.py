@@ -56,6 +56,7 @@ async def test_daemons_ride_out_three_postgres_restarts_mid_load(
         transient = [await sample(d, "sagad_db_errors_total", kind="transient") for d in daemons]
         assert all(transient), f"a daemon saw no database error: {transient}"
         for daemon in daemons:
+            await daemon.endpoint_url()
             daemon.signal(signal.SIGTERM)
         assert [await d.wait() for d in daemons] == [0, 0]
     finally:

@@ -57,6 +57,7 @@ async def test_repeated_sigkills_of_three_daemons_lose_and_duplicate_nothing(
     assert held_when_killed > 0, "no kill hit a daemon holding runs"
     assert await writes_not_by_holder(db) == []
     for daemon in slots:
+        await daemon.endpoint_url()
         daemon.signal(signal.SIGTERM)
     assert [await daemon.wait() for daemon in slots] == [0] * len(slots)
     reclaims = await count_writes(db, "claim") - len(outcomes)

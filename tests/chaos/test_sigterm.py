@@ -55,8 +55,7 @@ async def test_sigterm_releases_leases_so_a_peer_finishes_at_once_not_after_expi
     account = await assert_ended_as_built(db, database_url, outcomes, seconds=30)
     finished_in = time.monotonic() - started
     assert finished_in < 30, "the peer waited for leases to expire"
-    peer.signal(signal.SIGTERM)
-    assert await peer.wait() == 0
+    assert await peer.stop() == 0
     report(
         "SIGTERM",
         runs_pushed=len(outcomes),

@@ -101,8 +101,7 @@ async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carri
     await wait_terminal(db, outcomes, seconds=60)
 
     # It carries on: with the peer gone, it claims and finishes new work alone.
-    peer.signal(signal.SIGTERM)
-    assert await peer.wait() == 0
+    assert await peer.stop() == 0
     claims_before = await sample(stale, "sagad_claims_total")
     outcomes |= await submit_mix(runs, 100, first_seed=600)
     account = await assert_ended_as_built(db, database_url, outcomes, seconds=60)
@@ -116,8 +115,7 @@ async def test_a_stale_daemon_woken_after_its_leases_expired_is_fenced_and_carri
     lost = await sample(stale, "sagad_lease_renewals_total", result="lost")
     fenced = await sample(stale, "sagad_fenced_writes_total")
     assert await sample(stale, "sagad_leases_lost_total", found_by="renewal") == lost
-    stale.signal(signal.SIGTERM)
-    assert await stale.wait() == 0
+    assert await stale.stop() == 0
     report(
         "stale daemon",
         runs_pushed=len(outcomes),

@@ -75,6 +75,7 @@ async def test_eight_daemons_at_the_default_budget_stay_within_it_and_finish_eve
             account = await assert_ended_as_built(db, url, outcomes, seconds=90)
             stop.set()
         for daemon in daemons:
+            await daemon.endpoint_url()
             daemon.signal(signal.SIGTERM)
         assert [await daemon.wait() for daemon in daemons] == [0] * DAEMONS
     finally:

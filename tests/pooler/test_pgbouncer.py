@@ -50,6 +50,7 @@ async def test_every_command_works_with_only_a_pooled_url(
     finally:
         await db.close()
     for daemon in daemons:
+        await daemon.endpoint_url()
         daemon.signal(signal.SIGTERM)
     assert [await daemon.wait() for daemon in daemons] == [0, 0]
 
@@ -69,8 +70,7 @@ async def test_a_killed_daemon_behind_a_pooler_has_its_runs_finished_once_its_le
         survivor = fleet.start(pooled_url, "survivor", *OPTIONS)
         await survivor.ready()
         await assert_ended_as_built(db, pooled_url, outcomes, seconds=60)
-        survivor.signal(signal.SIGTERM)
-        assert await survivor.wait() == 0
+        assert await survivor.stop() == 0
     finally:
         await db.close()
     report("SIGKILL behind a pooler", runs=len(outcomes), held_by_the_killed_daemon=held)
@@ -105,6 +105,7 @@ async def test_pgbouncer_restarted_under_load_loses_and_doubles_nothing(
     finally:
         await db.close()
     for daemon in daemons:
+        await daemon.endpoint_url()
         daemon.signal(signal.SIGTERM)
     assert [await daemon.wait() for daemon in daemons] == [0, 0]
 
@@ -128,6 +129,7 @@ async def test_a_daemon_frozen_past_its_lease_behind_a_pooler_writes_nothing_onc
         await assert_ended_as_built(db, throwaway_database_url, outcomes, seconds=60)
         assert await writes_not_by_holder(db) == []
         for daemon in (frozen, peer):
+            await daemon.endpoint_url()
             daemon.signal(signal.SIGTERM)
         assert [await daemon.wait() for daemon in (frozen, peer)] == [0, 0]
     finally:
@@ -155,6 +157,7 @@ async def test_postgresql_restarted_behind_the_pooler_under_load_loses_and_doubl
         await assert_ended_as_built(db, throwaway_database_url, outcomes, seconds=90)
         assert await writes_not_by_holder(db) == []
         for daemon in daemons:
+            await daemon.endpoint_url()
             daemon.signal(signal.SIGTERM)
         assert [await daemon.wait() for daemon in daemons] == [0, 0]
     finally:

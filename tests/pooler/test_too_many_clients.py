@@ -71,8 +71,7 @@ async def test_a_full_server_is_named_in_one_line_and_the_daemon_waits_for_room(
         await assert_ended_as_built(db, tight_url, outcomes, seconds=30)
     finally:
         await db.close()
-    waiting.signal(signal.SIGTERM)
-    assert await waiting.wait() == 0
+    assert await waiting.stop() == 0
 
 
 async def _said(daemon: Daemon, words: str) -> bool:
