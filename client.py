@@ -279,6 +279,34 @@ class Client:
             results += await store.cancel(ids[start : start + MAX_PAGE], reason, by)
         return results
 
+    async def cancel_where(
+        self, where: RunFilter, reason: str, *, by: str | None = None, page: int = MAX_PAGE
+    ) -> AsyncIterator[builtins.list[CancelResult]]:
+        """Cancel every run ``where`` matches, a page at a time (newest first), each page chosen and
+        cancelled in one statement; yields what became of each page's runs.
+
+        A run whose row another transaction holds (its step committing, say) is passed over, then
+        cancelled after the last page, waiting for it: it holds up no page.
+        """
+        if not 0 < page <= MAX_PAGE:
+            raise InvalidRequest(f"page must be 1 to {MAX_PAGE}, not {page}")
+        _check_filter(where)
+        _check_text("reason", reason, MAX_REASON)
+        by = by or operator()
+        _check_text("by", by, 200)
+        store = OperationsStore(self._database)
+        cursor: RunId | None = None
+        held: builtins.list[RunId] = []
+        while True:
+            done = await store.cancel_page(where, cursor=cursor, limit=page, reason=reason, by=by)
+            if done.results:
+                yield done.results
+            held += done.held
+            if (cursor := done.next_cursor) is None:
+                break
+        for start in range(0, len(held), page):
+            yield await store.cancel(held[start : start + page], reason, by)
+
     async def retry(self, run_ids: Iterable[RunId | uuid.UUID | str]) -> builtins.list[RetryResult]:
         """Submit each compensated run's brief again as a new run linked to it; a run retried before gives its retry."""
         ids = _unique(run_ids)
@@ -382,6 +410,14 @@ class SyncClient(AbstractContextManager["SyncClient"]):
 
     def cancel(self, run_ids: Iterable[RunId | uuid.UUID | str], reason: str) -> builtins.list[CancelResult]:
         return self._call(lambda: self._client.cancel(run_ids, reason))
+
+    def cancel_where(self, where: RunFilter, reason: str, *, page: int = MAX_PAGE) -> builtins.list[CancelResult]:
+        """Every page's results at once: what became of each run ``where`` matched."""
+
+        async def every_page() -> builtins.list[CancelResult]:
+            return [result async for done in self._client.cancel_where(where, reason, page=page) for result in done]
+
+        return self._call(every_page)
 
     def retry(self, run_ids: Iterable[RunId | uuid.UUID | str]) -> builtins.list[RetryResult]:
         return self._call(lambda: self._client.retry(run_ids))

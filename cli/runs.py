@@ -29,8 +29,10 @@ from sagad.cli.operate import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from sagad.client import Client
-    from sagad.domain.operations import RunFilter
+    from sagad.domain.operations import CancelResult, RunFilter
     from sagad.domain.runs import RunId
 
 app = typer.Typer(help="List, show, cancel, retry and resume runs.", no_args_is_help=True, add_completion=False)
@@ -155,12 +157,12 @@ def cancel_command(
     where = run_filter(status, step, since, until, error, False, False)
     _need_target(ids, where, "cancel")
 
-    async def cancel(client: Client, chunk: list[RunId]) -> list[Outcome]:
+    async def described(client: Client, results: list[CancelResult]) -> list[Outcome]:
         from sagad.domain.operations import CancelOutcome  # noqa: PLC0415
         from sagad.errors import WaitTimedOut  # noqa: PLC0415
 
         outcomes = []
-        for result in await client.cancel(chunk, reason):
+        for result in results:
             outcome = result.outcome.value
             if result.outcome is CancelOutcome.REQUESTED and wait > 0:
                 try:
@@ -172,8 +174,23 @@ def cancel_command(
             outcomes.append(Outcome(f"{result.run_id} {outcome}", refused))
         return outcomes
 
+    async def cancel(client: Client, chunk: list[RunId]) -> list[Outcome]:
+        return await described(client, await client.cancel(chunk, reason))
+
+    async def cancel_where(client: Client, where: RunFilter, page_size: int) -> AsyncIterator[list[Outcome]]:
+        async for results in client.cancel_where(where, reason, page=page_size):
+            yield await described(client, results)
+
     act_in_pages(
-        "cancel", ids, where, yes=yes, dry_run=dry_run, page_size=page_size, database_url=database_url, act=cancel
+        "cancel",
+        ids,
+        where,
+        yes=yes,
+        dry_run=dry_run,
+        page_size=page_size,
+        database_url=database_url,
+        act=cancel,
+        act_where=cancel_where,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,13 +39,16 @@ _RUN_COLUMNS = """
 
 _SHOW = f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE r.id = $1"
 
-# Locks each run (waiting for a step commit under way on it: the answer must be definite), then:
-# pending, never claimed -> compensated here, at once (it wrote nothing); running -> marked, and its
-# holder's next renewal (or the next claim, if its holder is gone) sends it backward.
-_CANCEL_TARGETS = """
-    WITH target AS (
+# Locks each run chosen (the runs named, or a page of a filter's), then: pending, never claimed ->
+# compensated here, at once (it wrote nothing); running -> marked, and its holder's next renewal (or
+# the next claim, if its holder is gone) sends it backward. Every chosen run is answered: one whose row
+# another transaction held (a step's commit, a compensation, a renewal) has no status, and is cancelled
+# by a second statement that waits for it; waiting in id order in the first, one held row held up all.
+# $1 reason, $2 by, $3 the reason's prefix, $4 the step names; the chosen runs' own arguments follow.
+_CANCEL_LOCKED = """
+    target AS (
         SELECT r.id, r.status, r.cancel_requested_at IS NOT NULL AS marked
-        FROM workflow_runs r WHERE r.id = ANY($1::uuid[])
+        FROM workflow_runs r WHERE r.id IN (SELECT id FROM chosen)
         ORDER BY r.id
         FOR NO KEY UPDATE"""
 _CANCEL_CHANGES = """
@@ -56,20 +59,20 @@ _CANCEL_CHANGES = """
             available_at = CASE WHEN t.status = 'pending' THEN NULL ELSE r.available_at END,
             finished_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.finished_at END,
             failed_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.failed_at END,
-            last_error = CASE WHEN t.status = 'pending' THEN $4 || $2 ELSE r.last_error END,
+            last_error = CASE WHEN t.status = 'pending' THEN $3 || $1 ELSE r.last_error END,
             -- Where it stopped: a compensated run always names a step (the audit holds it to that).
-            failed_step = CASE WHEN t.status = 'pending' THEN ($5::text[])[r.next_step + 1] ELSE r.failed_step END,
-            cancel_requested_at = now(), cancel_reason = $2, cancelled_by = $3, updated_at = now()
+            failed_step = CASE WHEN t.status = 'pending' THEN ($4::text[])[r.next_step + 1] ELSE r.failed_step END,
+            cancel_requested_at = now(), cancel_reason = $1, cancelled_by = $2, updated_at = now()
         FROM target t
         WHERE r.id = t.id AND t.status IN ('pending', 'running') AND NOT t.marked
         RETURNING r.id
     )
-    SELECT t.id, t.status, t.marked, t.id IN (SELECT id FROM changed) AS changed FROM target t
+    SELECT c.id, t.status, t.marked, c.id IN (SELECT id FROM changed) AS changed
+    FROM chosen c LEFT JOIN target t ON t.id = c.id
 """
-# Rows another transaction holds (a step's commit, a compensation, a renewal) are passed over first,
-# then waited for by a second statement: waiting in id order, row by row, one held row held up the page.
-_CANCEL_FREE = f"{_CANCEL_TARGETS} SKIP LOCKED {_CANCEL_CHANGES}"
-_CANCEL_HELD = f"{_CANCEL_TARGETS} {_CANCEL_CHANGES}"
+_NAMED = "WITH chosen AS (SELECT unnest($5::uuid[]) AS id),"
+_CANCEL_FREE = f"{_NAMED} {_CANCEL_LOCKED} SKIP LOCKED {_CANCEL_CHANGES}"
+_CANCEL_HELD = f"{_NAMED} {_CANCEL_LOCKED} {_CANCEL_CHANGES}"
 
 # A new run per compensated run, with the same brief, linked to it; a run retried before keeps its
 # first retry (the unique retry_of), which the statement after this one reads.
@@ -158,20 +161,23 @@ class ListQuery:
     args: tuple[Any, ...]
 
 
-def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: bool = False) -> ListQuery:
-    """The statement listing (or counting) the runs ``where`` matches, newest first, and its arguments.
+class _Bound:
+    """The values bound to a statement, in the order of their numbers."""
 
-    Run ids grow with time (UUIDv7), so newest first is the primary key read backwards, a time
-    window an id range on it, and the cursor (the last id of the page before) a bound on it: runs
-    added while an operator pages come before the first page, never between pages. Every value is
-    bound: ``p`` and ``q`` below are placeholders (``$n::type``), never values.
+    def __init__(self, *leading: Any) -> None:
+        self.values = list(leading)
+
+    def placeholder(self, value: Any, cast: str) -> str:
+        """Binds ``value``; its placeholder (``$n::cast``) for the statement's text."""
+        self.values.append(value)
+        return f"${len(self.values)}::{cast}"
+
+
+def _matching(where: RunFilter, cursor: RunId | None, arg: Callable[[Any, str], str]) -> str:
+    """The condition on ``workflow_runs r`` that ``where`` (and the cursor) asks for; values bound by ``arg``.
+
+    Every value is bound: ``p`` and ``q`` below are placeholders (``$n::type``), never values.
     """
-    args: list[Any] = []
-
-    def arg(value: Any, cast: str) -> str:
-        args.append(value)
-        return f"${len(args)}::{cast}"
-
     conditions: list[str] = []
     if where.statuses:
         p = arg(sorted(s.value for s in where.statuses), "text[]")
@@ -195,13 +201,45 @@ def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: boo
     if cursor is not None:
         p = arg(cursor, "uuid")
         conditions.append(f"r.id < {p}")
-    condition = " AND ".join(conditions) or "true"
+    return " AND ".join(conditions) or "true"
+
+
+def list_query(where: RunFilter, *, cursor: RunId | None, limit: int, count: bool = False) -> ListQuery:
+    """The statement listing (or counting) the runs ``where`` matches, newest first, and its arguments.
+
+    Run ids grow with time (UUIDv7), so newest first is the primary key read backwards, a time
+    window an id range on it, and the cursor (the last id of the page before) a bound on it: runs
+    added while an operator pages come before the first page, never between pages.
+    """
+    bound = _Bound()
+    condition = _matching(where, cursor, bound.placeholder)
     if count:
-        return ListQuery(f"SELECT count(*) AS n FROM workflow_runs r WHERE {condition}", tuple(args))
-    p = arg(limit, "int")
+        return ListQuery(f"SELECT count(*) AS n FROM workflow_runs r WHERE {condition}", tuple(bound.values))
+    p = bound.placeholder(limit, "int")
     return ListQuery(
-        f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE {condition} ORDER BY r.id DESC LIMIT {p}", tuple(args)
+        f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE {condition} ORDER BY r.id DESC LIMIT {p}",
+        tuple(bound.values),
     )
+
+
+def cancel_page_query(where: RunFilter, *, cursor: RunId | None, limit: int, reason: str, by: str) -> ListQuery:
+    """One statement that chooses a page of the runs ``where`` matches (as ``list_query`` pages them) and
+    cancels those no other transaction holds; the held ones come back without a status."""
+    bound = _Bound(reason, by, CANCEL_PREFIX, STEP_NAMES_BOUND)
+    condition = _matching(where, cursor, bound.placeholder)
+    p = bound.placeholder(limit, "int")
+    chosen = f"WITH chosen AS (SELECT r.id FROM workflow_runs r WHERE {condition} ORDER BY r.id DESC LIMIT {p}),"
+    return ListQuery(f"{chosen} {_CANCEL_LOCKED} SKIP LOCKED {_CANCEL_CHANGES}", tuple(bound.values))
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPage:
+    """What a page of a cancel by filter did: the runs it cancelled, those it passed over (their rows
+    held by another transaction: cancel them by id, later), and the cursor of the next page."""
+
+    results: list[CancelResult]
+    held: list[RunId]
+    next_cursor: RunId | None
 
 
 def _run(row: asyncpg.Record) -> Run:
@@ -274,18 +312,29 @@ class OperationsStore:
         return [run_id for run_id in run_ids if run_id not in found]
 
     async def cancel(self, run_ids: Sequence[RunId], reason: str, by: str) -> list[CancelResult]:
-        """Cancel these runs, each in one statement: first those no other transaction holds, then the rest.
+        """Cancel these runs: first those no other transaction holds, then, waiting, the rest.
 
         Runs that do not exist are left out of the answer.
         """
-        ids = list(run_ids)
         args = (reason, by, CANCEL_PREFIX, STEP_NAMES_BOUND)
-        rows = await self._db.fetch(_CANCEL_FREE, ids, *args)
-        answered = {row["id"] for row in rows}
-        held = [run_id for run_id in ids if run_id not in answered]
+        rows = await self._db.fetch(_CANCEL_FREE, *args, list(run_ids))
+        held = [row["id"] for row in rows if row["status"] is None]
         if held:
-            rows += await self._db.fetch(_CANCEL_HELD, held, *args)
-        return [CancelResult(RunId(row["id"]), _cancel_outcome(row)) for row in rows]
+            rows = [row for row in rows if row["status"] is not None]
+            rows += await self._db.fetch(_CANCEL_HELD, *args, held)
+        return [CancelResult(RunId(row["id"]), _cancel_outcome(row)) for row in rows if row["status"] is not None]
+
+    async def cancel_page(
+        self, where: RunFilter, *, cursor: RunId | None, limit: int, reason: str, by: str
+    ) -> CancelPage:
+        """Cancel a page of the runs ``where`` matches, newest first after ``cursor``, passing over held rows."""
+        built = cancel_page_query(where, cursor=cursor, limit=limit, reason=reason, by=by)
+        rows = await self._db.fetch(built.sql, *built.args)
+        return CancelPage(
+            results=[CancelResult(RunId(row["id"]), _cancel_outcome(row)) for row in rows if row["status"] is not None],
+            held=[RunId(row["id"]) for row in rows if row["status"] is None],
+            next_cursor=RunId(min(row["id"] for row in rows)) if len(rows) == limit else None,
+        )
 
     async def retry(self, run_ids: Sequence[RunId]) -> list[RetryResult]:
         """Retry these compensated runs as new runs (once each); runs that do not exist are left out."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
 
-from sagad import Client, RunStatus
+from sagad import Client, RunFilter, RunStatus
+from sagad.domain.operations import CancelResult
+from sagad.domain.runs import RunId
 from sagad.store.db import Database, asyncpg_dsn
 from tests.chaos.waiting import wait_until
 
@@ -18,7 +21,20 @@ pytestmark = pytest.mark.anyio
 BRIEF = json.loads((Path(__file__).parents[2] / "examples" / "brief.json").read_text())
 
 
-async def test_a_held_run_waits_alone_while_the_rest_of_the_page_is_cancelled(database_url: str, db: Database) -> None:
+async def _by_ids(client: Client, runs: list[RunId]) -> list[CancelResult]:
+    return await client.cancel(runs, "withdrawn")
+
+
+async def _by_filter(client: Client, runs: list[RunId]) -> list[CancelResult]:
+    # Pages of 7: the held run is in one of three pages, each chosen and cancelled in one statement.
+    pending = RunFilter(statuses=frozenset({RunStatus.PENDING}))
+    return [result async for page in client.cancel_where(pending, "withdrawn", page=7) for result in page]
+
+
+@pytest.mark.parametrize("cancel_them", [_by_ids, _by_filter], ids=["by ids", "by filter"])
+async def test_a_held_run_waits_alone_while_the_rest_of_the_page_is_cancelled(
+    database_url: str, db: Database, cancel_them: Callable[[Client, list[RunId]], Awaitable[list[CancelResult]]]
+) -> None:
     async with Client(database_url) as client:
         held, *free = await client.submit_many([(BRIEF, None) for _ in range(20)])
         locker = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -30,7 +46,7 @@ async def test_a_held_run_waits_alone_while_the_rest_of_the_page_is_cancelled(da
                 outcomes = []
 
                 async def cancel() -> None:
-                    outcomes.extend(await client.cancel([held, *free], "withdrawn"))
+                    outcomes.extend(await cancel_them(client, [held, *free]))
 
                 tasks.start_soon(cancel)
 
@@ -44,6 +60,7 @@ async def test_a_held_run_waits_alone_while_the_rest_of_the_page_is_cancelled(da
                 await locking.commit()
         finally:
             await locker.close()
-    assert {outcome.run_id for outcome in outcomes} == {held, *free}
+    assert sorted(outcome.run_id for outcome in outcomes) == sorted([held, *free])  # each once
+    assert {outcome.outcome.value for outcome in outcomes} == {"compensated"}
     async with Client(database_url) as client:
         assert (await client.get(held)).status is RunStatus.COMPENSATED

@@ -86,6 +86,14 @@ async def test_bad_ids_and_unknown_runs_are_one_clear_error(database_url: str) -
             await client.list(limit=0)
         with pytest.raises(InvalidRequest, match="cursor"):
             await client.list(cursor="zzz")
+        pending = RunFilter(statuses=frozenset({RunStatus.PENDING}))
+        for page, reason, where, message in (
+            (0, "x", pending, "page must be 1 to 1000"),
+            (10, "", pending, "reason must be 1 to 500"),
+            (10, "x", RunFilter(since=datetime.now()), "time zone"),
+        ):
+            with pytest.raises(InvalidRequest, match=message):
+                [_ async for _ in client.cancel_where(where, reason, page=page)]
 
 
 async def test_wait_is_woken_by_the_terminal_transition(database_url: str, db: Database) -> None:
@@ -208,6 +216,9 @@ def test_the_sync_facade_submits_and_reads(database_url: str) -> None:
         assert [run.run_id for run in client.list().runs] == [run_id]
         [result] = client.cancel([run_id], "no longer wanted")
         assert result.outcome is CancelOutcome.COMPENSATED
+        others = {client.submit(BRIEF) for _ in range(3)}
+        results = client.cancel_where(RunFilter(statuses=frozenset({RunStatus.PENDING})), "bad batch", page=2)
+        assert {r.run_id: r.outcome for r in results} == dict.fromkeys(others, CancelOutcome.COMPENSATED)
 
 
 async def test_history_records_retries_and_is_pruned_by_run_age(database_url: str, db: Database) -> None:

@@ -11,7 +11,7 @@ from sagad.domain.operations import RunFilter
 from sagad.domain.runs import RunStatus
 from sagad.domain.steps import Step
 from sagad.store.db import Database
-from sagad.store.operations import _HISTORY, _SHOW, list_query
+from sagad.store.operations import _HISTORY, _SHOW, cancel_page_query, list_query
 from sagad.store.runs import STEP_NAMES_BOUND
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +88,11 @@ async def test_show_and_history_read_one_run_by_its_key(big: Database) -> None:
         nodes = _nodes(explained[0][0]["Plan"])
         assert not any(node == "Seq Scan" for node, _ in nodes), nodes
         assert explained[0][0]["Execution Time"] < 20
+
+
+@pytest.mark.parametrize("name", ["pending", "last hour", "step"])
+async def test_a_cancel_by_filter_chooses_its_page_along_an_index(big: Database, name: str) -> None:
+    built = cancel_page_query(FILTERS[name], cursor=None, limit=1000, reason="plan", by="test")
+    [explained] = await big.fetch(f"EXPLAIN (FORMAT JSON) {built.sql}", *built.args)  # planned, not run
+    nodes = _nodes(explained[0][0]["Plan"])
+    assert ("Seq Scan", "workflow_runs") not in nodes, nodes

@@ -46,10 +46,11 @@ BUILDERS = frozenset(
         "_compensation_without_history",
         "delete_statement",
         "list_query",
+        "cancel_page_query",
     }
 )
 """Functions in store/ that return a whole statement: their f-strings are checked below."""
-FRAGMENTS = frozenset({"locked_leases", "skipped_leases", "_checks"})
+FRAGMENTS = frozenset({"locked_leases", "skipped_leases", "_checks", "_matching", "placeholder"})
 """Functions in store/ that return pieces of statements: their f-strings are checked below too."""
 PASS_THROUGH = frozenset({("db.py", "fetch", "query"), ("db.py", "_limited", "begin")})
 """(module, function, name): a wrapper handing its caller's SQL on, whose callers are checked; or, for
@@ -129,15 +130,22 @@ SAFE_INTERPOLATIONS = {
     ("insert_statement", "where"): "a clause around runs_from",
     ("insert_statement", "runs_from"): "a literal at every call (checked below)",
     ("<module>", "_CANCELLED"): "a module constant without interpolation",
-    ("<module>", "_CANCEL_TARGETS"): "a module constant without interpolation",
+    ("<module>", "_NAMED"): "a module constant without interpolation",
+    ("<module>", "_CANCEL_LOCKED"): "a module constant without interpolation",
     ("<module>", "_CANCEL_CHANGES"): "a module constant without interpolation",
     ("<module>", "_RUN_COLUMNS"): "a module constant without interpolation",
     ("list_query", "_RUN_COLUMNS"): "a module constant without interpolation",
-    ("list_query", "len(args)"): "an int: a parameter number",
-    ("list_query", "cast"): "a type name, a literal at every call of arg()",
-    ("list_query", "p"): "a placeholder ($n::type) from arg(): the value itself is bound",
-    ("list_query", "q"): "a placeholder ($n::type) from arg(): the value itself is bound",
-    ("list_query", "condition"): "' AND '.join of this function's own f-strings and literals",
+    ("placeholder", "len(self.values)"): "an int: a parameter number",
+    ("placeholder", "cast"): "a type name, a literal at every call of placeholder()",
+    ("_matching", "p"): "a placeholder ($n::type) from placeholder(): the value itself is bound",
+    ("_matching", "q"): "a placeholder ($n::type) from placeholder(): the value itself is bound",
+    ("list_query", "p"): "a placeholder ($n::type) from placeholder(): the value itself is bound",
+    ("list_query", "condition"): "_matching(): ' AND '.join of its own f-strings and literals",
+    ("cancel_page_query", "p"): "a placeholder ($n::type) from placeholder(): the value itself is bound",
+    ("cancel_page_query", "condition"): "_matching(): ' AND '.join of its own f-strings and literals",
+    ("cancel_page_query", "chosen"): "this function's own f-string of condition and p",
+    ("cancel_page_query", "_CANCEL_LOCKED"): "a module constant without interpolation",
+    ("cancel_page_query", "_CANCEL_CHANGES"): "a module constant without interpolation",
 }
 """(function, expression): every value store/ splices into SQL text, and why it cannot come from outside."""
 
