@@ -48,7 +48,7 @@ _SHOW = f"SELECT {_RUN_COLUMNS} FROM workflow_runs r WHERE r.id = $1"
 _CANCEL_LOCKED = """
     target AS (
         SELECT r.id, r.status, r.cancel_requested_at IS NOT NULL AS marked
-        FROM workflow_runs r WHERE r.id IN (SELECT id FROM chosen)
+        FROM workflow_runs r WHERE r.id = ANY(ARRAY(SELECT id FROM chosen))  -- along the key, however many rows
         ORDER BY r.id
         FOR NO KEY UPDATE"""
 _CANCEL_CHANGES = """
