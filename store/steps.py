@@ -62,15 +62,19 @@ _STEP_PARAMS = (
 )
 _HELD_COLUMNS = ", $4::text[], $8::text[], $9::real[], $10::smallint[], $11::text[]"
 _HELD_ALIASES = ", failure, output, call_ms, attempts, retry_reasons"
-_STEP_FENCE = "r.status = 'running' AND r.next_step = $5"
+# The runs are looked up by their key too: with the fence's conditions alone, the planner guessed one
+# run, went by the status index (dead entries and all, under load) and scanned ``held`` once per run it
+# found there: 300 ms of a 360 ms commit of 250 runs, measured 100 ms from the database.
+_STEP_FENCE = "r.id = ANY($1::uuid[]) AND r.status = 'running' AND r.next_step = $5"
 
 # A retry after a connection was lost may find its first attempt committed: the run is already
 # past this step (or failed at it) under this very lease. It is ours to hand on, not a lost lease.
 _ALREADY_PAST_STEP = """
     SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, 'owned' AS state
     FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
-    WHERE (r.claimed_by = $3 AND (r.next_step > $5 OR (r.status = 'compensating' AND r.failed_step = $7)))
-       OR (r.status = 'completed' AND $6)
+    WHERE r.id = ANY($1::uuid[])  -- by the key: see _STEP_FENCE
+      AND ((r.claimed_by = $3 AND (r.next_step > $5 OR (r.status = 'compensating' AND r.failed_step = $7)))
+           OR (r.status = 'completed' AND $6))
 """
 
 
@@ -135,7 +139,7 @@ _FINISH_COMPENSATION = """
 _ALREADY_COMPENSATED = """
     SELECT 'run', r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8, NULL::float8
     FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
-    WHERE r.status = 'compensated'
+    WHERE r.id = ANY($1::uuid[]) AND r.status = 'compensated'  -- by the key: see _STEP_FENCE
 """
 _COMPENSATION_FENCE = "r.status = 'compensating'"
 _DELETE_OUTPUTS = """
