@@ -209,12 +209,18 @@ def with_value(brief: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def without(brief: dict[str, Any], path: str) -> dict[str, Any]:
+    """The brief without the field at ``path`` (``delivery.target``: a member of ``delivery``)."""
+    return _without_keys(brief, tuple(path.split(".")))
+
+
+def _without_keys(brief: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Keys, not a dotted path: an extra field drawn earlier may have any name, ``.`` included."""
     changed = copy.deepcopy(brief)
-    if "." in path:
-        parent, child = path.split(".")
-        changed[parent].pop(child, None)
-    else:
-        changed.pop(path, None)  # an earlier mutation may have removed it already
+    *parents, last = keys
+    holder = changed
+    for parent in parents:
+        holder = holder[parent]
+    holder.pop(last, None)  # an earlier mutation may have removed it already
     return changed
 
 
@@ -258,8 +264,8 @@ def mutated_briefs(draw: st.DrawFn) -> bytes:
             brief = with_value(brief, path, draw(WRONG_TYPES[path]))
         elif kind == "removed" and brief:
             delivery = brief.get("delivery")
-            children = [f"delivery.{child}" for child in delivery] if isinstance(delivery, dict) else []
-            brief = without(brief, draw(st.sampled_from(sorted([*brief, *children]))))
+            children = [("delivery", child) for child in delivery] if isinstance(delivery, dict) else []
+            brief = _without_keys(brief, draw(st.sampled_from(sorted([*((key,) for key in brief), *children]))))
         elif kind == "extra":
             brief = {**brief, draw(st.text(max_size=20)): draw(JSON_VALUES)}
         else:
