@@ -362,11 +362,12 @@ class Database:
         for attempt in itertools.count():
             try:
                 return await cls._connect(url, dsn, max_size, min_size, limits, budget, pooler, direct_url)
-            except TooManyClients as full:
+            except (TooManyClients, DatabaseTimeout) as busy:
+                # A full server, or one too loaded to answer in time: a daemon waits for it, a command gives up.
                 if budget is None:
-                    raise ConfigError(str(full)) from None
+                    raise ConfigError(str(busy)) from None
                 # Once, as a string (the daemon's log filter drops lines that carry an outage's error).
-                log.log(logging.DEBUG if attempt else logging.WARNING, "%s; retrying", str(full))
+                log.log(logging.DEBUG if attempt else logging.WARNING, "%s; retrying", str(busy))
                 await anyio.sleep(min(_FULL_SERVER_PAUSE_MAX, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 
@@ -412,6 +413,8 @@ class Database:
             mapped = translate(exc)
             if mapped is None and not isinstance(exc, (ValueError, OverflowError, asyncpg.PostgresError)):
                 raise
+            if isinstance(mapped, DatabaseTimeout):
+                raise DatabaseTimeout(f"cannot connect to {redact(url)}: {mapped}") from None
             raise ConfigError(f"cannot connect to {redact(url)}: {type(exc).__name__}: {exc}") from None
         return db
 
