@@ -94,6 +94,14 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _canceller(reason: str, by: str | None) -> str:
+    """Who cancels (``by``, or this user@host), once the reason and the name are checked."""
+    _check_text("reason", reason, MAX_REASON)
+    by = by or operator()
+    _check_text("by", by, 200)
+    return by
+
+
 def _unique(run_ids: Iterable[RunId | uuid.UUID | str]) -> list[RunId]:
     return list(dict.fromkeys(run_id_of(run_id) for run_id in run_ids))
 
@@ -268,10 +276,8 @@ class Client:
         Every id must name a run (RunNotFound otherwise, and nothing is changed). A completed run is
         refused, a compensated or compensating one left as it is: each result says which.
         """
-        _check_text("reason", reason, MAX_REASON)
+        by = _canceller(reason, by)
         ids = _unique(run_ids)
-        by = by or operator()
-        _check_text("by", by, 200)
         await self._all_exist(ids)
         store = OperationsStore(self._database)
         results: builtins.list[CancelResult] = []
@@ -291,9 +297,7 @@ class Client:
         if not 0 < page <= MAX_PAGE:
             raise InvalidRequest(f"page must be 1 to {MAX_PAGE}, not {page}")
         _check_filter(where)
-        _check_text("reason", reason, MAX_REASON)
-        by = by or operator()
-        _check_text("by", by, 200)
+        by = _canceller(reason, by)
         store = OperationsStore(self._database)
         cursor: RunId | None = None
         held: builtins.list[RunId] = []
