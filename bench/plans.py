@@ -6,7 +6,8 @@ In one transaction, rolled back at the end, a batch of runs goes through the sto
 submitted (the load test's mix), claimed, each step committed, the failed runs compensated; then
 the sampler's counts (and with ``--audit`` the audit). PostgreSQL's auto_explain hands back each
 statement's plan as it ran, with its buffers and its foreign key triggers; a summary names every
-statement that read a table whole (a sequential scan). ``--generic`` runs every statement on its
+statement that read a table whole (a sequential scan), and every join that compared rows in vain
+(a batch scanned once for each row of another). ``--generic`` runs every statement on its
 generic plan, the one the daemon's prepared statements settle on after five executions. Needs a
 superuser (to LOAD auto_explain).
 """
@@ -41,6 +42,7 @@ _SETTINGS = {
 }
 # Tables of one row by their CHECK constraint (the fleet's intake): reading one whole reads its row.
 _ONE_ROW = frozenset({"sagad_intake"})
+_JOIN_FILTERED = re.compile(r"Rows Removed by Join Filter: (\d+)")
 _SEQ_SCAN = re.compile(r"Seq Scan on (\w+).*?\(actual time=[\d.]+\.\.([\d.]+) rows=(\d+) loops=(\d+)\)")
 
 
@@ -63,6 +65,10 @@ class Plan:
             for table, ms, rows, loops in _SEQ_SCAN.findall(self.report)
             if not table.startswith(("held", "locked", "advanced", "finished")) and table not in _ONE_ROW
         ]
+
+    def joined_in_vain(self) -> int:
+        """Rows a join compared and threw away: a batch scanned once per row of another shows up here."""
+        return sum(int(n) for n in _JOIN_FILTERED.findall(self.report))
 
     def shown(self, *, query_text: bool) -> str:
         lines = self.report.splitlines()
@@ -149,6 +155,8 @@ def render(plans: list[Plan], *, query_text: bool) -> str:
     lines.append("Statements that read a table whole:")
     scanned = [(plan, scans) for plan in plans if (scans := plan.scans())]
     lines += [f"  {plan.doing}: {'; '.join(scans)}" for plan, scans in scanned] or ["  none"]
+    lines.append("Rows joins compared in vain:")
+    lines += [f"  {plan.doing}: {n:,}" for plan in plans if (n := plan.joined_in_vain())] or ["  none"]
     return "\n".join(lines)
 
 

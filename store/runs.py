@@ -142,10 +142,16 @@ _TAKEN_OVER = """
        OR (r.status IN ('running', 'compensating') AND r.claimed_by IS DISTINCT FROM $3)
 """
 
+# Each run by its key (LIMIT 1 keeps the lookup a subquery of its own, run once per id): with
+# ``id = ANY($1)`` the planner could go by the status index and search the whole array for each
+# finished run, 680 ms a poll of 10,000 ids in a run of 20,000.
 _ENDS = """
-    SELECT id, status, extract(epoch FROM submitted_at)::float8 AS submitted,
-           extract(epoch FROM finished_at)::float8 AS finished, extract(epoch FROM failed_at)::float8 AS failed
-    FROM workflow_runs WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'compensated')
+    SELECT r.id, r.status, extract(epoch FROM r.submitted_at)::float8 AS submitted,
+           extract(epoch FROM r.finished_at)::float8 AS finished, extract(epoch FROM r.failed_at)::float8 AS failed
+    FROM unnest($1::uuid[]) AS w(id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM workflow_runs r WHERE r.id = w.id AND r.status IN ('completed', 'compensated') LIMIT 1
+    ) AS r
 """
 
 _COUNTS = """

@@ -18,35 +18,34 @@ from sagad.store.writes import column_arrays, delete_statement, insert_statement
 
 _ADVANCE = """
     UPDATE workflow_runs r SET
-        next_step = CASE WHEN h.failure IS NULL THEN $5 + 1 ELSE r.next_step END,
-        status = CASE WHEN h.failure IS NOT NULL THEN 'compensating'
+        next_step = CASE WHEN l.failure IS NULL THEN $5 + 1 ELSE r.next_step END,
+        status = CASE WHEN l.failure IS NOT NULL THEN 'compensating'
                       WHEN $6 THEN 'completed' ELSE 'running' END,
-        failed_step = CASE WHEN h.failure IS NOT NULL THEN $7 END,
-        last_error = h.failure,
-        failed_at = CASE WHEN h.failure IS NOT NULL THEN now() END,
-        finished_at = CASE WHEN h.failure IS NULL AND $6 THEN now() END,
-        claimed_by = CASE WHEN h.failure IS NULL AND $6 THEN NULL ELSE r.claimed_by END,
-        available_at = CASE WHEN h.failure IS NULL AND $6 THEN NULL ELSE r.available_at END,
+        failed_step = CASE WHEN l.failure IS NOT NULL THEN $7 END,
+        last_error = l.failure,
+        failed_at = CASE WHEN l.failure IS NOT NULL THEN now() END,
+        finished_at = CASE WHEN l.failure IS NULL AND $6 THEN now() END,
+        claimed_by = CASE WHEN l.failure IS NULL AND $6 THEN NULL ELSE r.claimed_by END,
+        available_at = CASE WHEN l.failure IS NULL AND $6 THEN NULL ELSE r.available_at END,
         updated_at = now()
-    FROM locked l JOIN held h ON h.id = l.id
+    FROM locked l
     WHERE r.id = l.id
-    RETURNING r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, h.failure IS NULL AS ok
+    RETURNING l.*, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, l.failure IS NULL AS ok
 """
 
 # The output's row carries the call's measure and the lease token, for the run's history: no row of
 # its own, and no trigger, on the path every run takes five times.
 _KEEP_OUTPUTS = """
     INSERT INTO step_outputs (run_id, step, output, call_ms, attempts, retry_reasons, token)
-    SELECT h.id, $5, h.output::json, h.call_ms, h.attempts, h.retry_reasons, h.token
-    FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    SELECT a.id, $5, a.output::json, a.call_ms, a.attempts, a.retry_reasons, a.token FROM advanced a WHERE a.ok
     ON CONFLICT DO NOTHING
 """
 # A failed call has no output row: its measure goes to the history, in the statement of a batch
 # that has failures only (the trigger of migration 0004 records where and why it failed).
 _KEEP_FAILED_CALLS = """
     INSERT INTO run_history (run_id, at, event, step, token, attempt, call_ms, retry_reasons)
-    SELECT h.id, now(), 'call failed', $7, h.token, h.attempts, h.call_ms, h.retry_reasons
-    FROM held h JOIN advanced a ON a.id = h.id WHERE NOT a.ok
+    SELECT a.id, now(), 'call failed', $7, a.token, a.attempts, a.call_ms, a.retry_reasons
+    FROM advanced a WHERE NOT a.ok
 """
 # What a step's commit binds, after the fence's: $4 failures ... $11 retry reasons, then the row arrays.
 _STEP_PARAMS = (
@@ -62,17 +61,14 @@ _STEP_PARAMS = (
 )
 _HELD_COLUMNS = ", $4::text[], $8::text[], $9::real[], $10::smallint[], $11::text[]"
 _HELD_ALIASES = ", failure, output, call_ms, attempts, retry_reasons"
-# The runs are looked up by their key too: with the fence's conditions alone, the planner guessed one
-# run, went by the status index (dead entries and all, under load) and scanned ``held`` once per run it
-# found there: 300 ms of a 360 ms commit of 250 runs, measured 100 ms from the database.
-_STEP_FENCE = "r.id = ANY($1::uuid[]) AND r.status = 'running' AND r.next_step = $5"
+_STEP_FENCE = "r.status = 'running' AND r.next_step = $5"
 
 # A retry after a connection was lost may find its first attempt committed: the run is already
 # past this step (or failed at it) under this very lease. It is ours to hand on, not a lost lease.
 _ALREADY_PAST_STEP = """
     SELECT r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8 AS age, 'owned' AS state
     FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
-    WHERE r.id = ANY($1::uuid[])  -- by the key: see _STEP_FENCE
+    WHERE r.id = ANY($1::uuid[])  -- by the key: by the fence conditions alone the planner went by the status index
       AND ((r.claimed_by = $3 AND (r.next_step > $5 OR (r.status = 'compensating' AND r.failed_step = $7)))
            OR (r.status = 'completed' AND $6))
 """
@@ -80,7 +76,7 @@ _ALREADY_PAST_STEP = """
 
 _KEEP_OUTPUTS_ONLY = """
     INSERT INTO step_outputs (run_id, step, output)
-    SELECT h.id, $5, h.output::json FROM held h JOIN advanced a ON a.id = h.id WHERE a.ok
+    SELECT a.id, $5, a.output::json FROM advanced a WHERE a.ok
     ON CONFLICT DO NOTHING
 """
 
@@ -139,7 +135,7 @@ _FINISH_COMPENSATION = """
 _ALREADY_COMPENSATED = """
     SELECT 'run', r.id, extract(epoch FROM clock_timestamp() - r.submitted_at)::float8, NULL::float8
     FROM workflow_runs r JOIN held h ON h.id = r.id AND h.token = r.lease_token
-    WHERE r.id = ANY($1::uuid[]) AND r.status = 'compensated'  -- by the key: see _STEP_FENCE
+    WHERE r.id = ANY($1::uuid[]) AND r.status = 'compensated'  -- by the key: see _ALREADY_PAST_STEP
 """
 _COMPENSATION_FENCE = "r.status = 'compensating'"
 _DELETE_OUTPUTS = """
@@ -251,9 +247,9 @@ _DEFER_COMPENSATION = Statement(
     f"""
     WITH {locked_leases(_COMPENSATION_FENCE, ", $4::text[]", ", error")}
     UPDATE workflow_runs r SET
-        compensation_error = h.error, claimed_by = NULL,
+        compensation_error = l.error, claimed_by = NULL,
         available_at = now() + make_interval(secs => $5), updated_at = now()
-    FROM locked l JOIN held h ON h.id = l.id
+    FROM locked l
     WHERE r.id = l.id
     RETURNING r.id
 """,

@@ -27,4 +27,6 @@ async def test_the_claim_and_the_step_commits_read_no_table_whole_and_leave_noth
     hot = [plan for plan in plans if plan.doing == "claim" or plan.doing.startswith("commit ")]
     assert all("Buffers:" in plan.report for plan in hot)
     assert [(plan.doing, plan.scans()) for plan in hot if plan.scans()] == []
+    # Each run looked up by its key: no batch scanned once per run of another (40 x 40 comparisons).
+    assert [(plan.doing, plan.joined_in_vain()) for plan in hot if plan.joined_in_vain() >= 40] == []
     assert await RunStore(db).count_by_status() == {"completed": 1_800, "compensated": 200}
