@@ -3,13 +3,13 @@
     python -m bench.plans --database-url URL [--batch 50] [--generic] [--audit] [--query-text]
 
 In one transaction, rolled back at the end, a batch of runs goes through the store's own methods:
-submitted (the load test's mix), claimed, each step committed, the failed runs compensated; then
-the sampler's counts (and with ``--audit`` the audit). PostgreSQL's auto_explain hands back each
-statement's plan as it ran, with its buffers and its foreign key triggers; a summary names every
-statement that read a table whole (a sequential scan), and every join that compared rows in vain
-(a batch scanned once for each row of another). ``--generic`` runs every statement on its
-generic plan, the one the daemon's prepared statements settle on after five executions. Needs a
-superuser (to LOAD auto_explain).
+submitted (the load test's mix), claimed, each step committed, the failed runs compensated (the first
+commit and the compensation twice, as a retry after a lost connection would); then the sampler's
+counts (and with ``--audit`` the audit). PostgreSQL's auto_explain hands back each statement's plan
+as it ran, with its buffers and its foreign key triggers; a summary names every statement that read
+a table whole (a sequential scan), and every join that compared rows in vain (a batch scanned once
+for each row of another). ``--generic`` runs every statement on its generic plan, the one the
+daemon's prepared statements settle on after five executions. Needs a superuser (to LOAD auto_explain).
 """
 
 from __future__ import annotations
@@ -119,12 +119,17 @@ async def _carry_batch(db: OneConnection, recorder: _Recorder, batch: int) -> No
         await recorder.now(f"commit {step}")
         writes = [planned[RunId(lease.run_id)].write(index, lease) for lease in alive]
         await steps.commit_step(step, writes)
+        if index == 0:  # a retry after a lost connection finds its first attempt made
+            await recorder.now(f"commit {step} again")
+            await steps.commit_step(step, writes)
         failed += [w.lease for w in writes if w.failure is not None]
         if any(w.failure is not None for w in writes):
             tables.update(table for earlier in tuple(Step)[: index + 1] for table in earlier.tables)
         alive = [w.lease for w in writes if w.failure is None]
     if failed:
         await recorder.now(f"compensate {len(failed)} runs")
+        await steps.compensate(failed, frozenset(tables))
+        await recorder.now(f"compensate {len(failed)} runs again")
         await steps.compensate(failed, frozenset(tables))
     await recorder.now("sampler: count_by_status")
     await runs.count_by_status()

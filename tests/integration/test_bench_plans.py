@@ -24,7 +24,8 @@ async def test_the_claim_and_the_step_commits_read_no_table_whole_and_leave_noth
     doing = {plan.doing for plan in plans}
     assert {"submit", "claim", *(f"commit {step}" for step in Step)} <= doing
     assert any(name.startswith("compensate") for name in doing)
-    hot = [plan for plan in plans if plan.doing == "claim" or plan.doing.startswith("commit ")]
+    assert any(name.endswith(" again") for name in doing)
+    hot = [plan for plan in plans if plan.doing == "claim" or plan.doing.startswith(("commit ", "compensate "))]
     assert all("Buffers:" in plan.report for plan in hot)
     assert [(plan.doing, plan.scans()) for plan in hot if plan.scans()] == []
     # Each run looked up by its key: no batch scanned once per run of another (40 x 40 comparisons).
